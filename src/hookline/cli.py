@@ -1,0 +1,139 @@
+"""The ``hookline`` command: serve the app, migrate the database, manage API keys."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from hookline import __version__, apikeys
+from hookline.config import Settings
+from hookline.database import connect, migrate
+from hookline.errors import ConfigError, HooklineError
+
+__all__ = ["main"]
+
+console = Console(highlight=False)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def describe_database(settings: Settings) -> str:
+    """Where the data lives, with any password hidden."""
+    if settings.is_sqlite:
+        return f"SQLite {settings.sqlite_path}"
+    return "PostgreSQL " + re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", settings.database_url)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hookline")
+@click.option("--data-dir", envvar="HOOKLINE_DATA_DIR", help="Data directory [HOOKLINE_DATA_DIR, ./var].")
+@click.option("--database-url", envvar="HOOKLINE_DATABASE_URL", help="Database URL [HOOKLINE_DATABASE_URL].")
+def cli(data_dir: str | None, database_url: str | None) -> None:
+    """hookline: webhooks done right for the web2py family."""
+    # Exported so that the server's worker processes see the same choice.
+    if data_dir:
+        os.environ["HOOKLINE_DATA_DIR"] = data_dir
+    if database_url:
+        os.environ["HOOKLINE_DATABASE_URL"] = database_url
+
+
+@cli.command()
+@click.option("--host", envvar="HOOKLINE_HOST", default="127.0.0.1", show_default=True)
+@click.option("--port", envvar="HOOKLINE_PORT", default=8000, type=click.IntRange(1, 65535), show_default=True)
+@click.option("--workers", envvar="HOOKLINE_WEB_WORKERS", default=1, type=click.IntRange(1, 64), show_default=True)
+def serve(host: str, port: int, workers: int) -> None:
+    """Migrate the database, then serve the py4web app with granian."""
+    os.environ.update(HOOKLINE_HOST=host, HOOKLINE_PORT=str(port), HOOKLINE_WEB_WORKERS=str(workers))
+    settings = _settings()
+    migrate(settings)
+    shown_host = f"[{host}]" if ":" in host else host
+    console.print(f"hookline {__version__} listening on http://{shown_host}:{port}/myapp/")
+    console.print(f"  database: {describe_database(settings)}")
+    console.print(f"  seed webhook: curl -X POST -d \"order_id=1234&product_name=example\" http://{shown_host}:{port}/myapp/webhook")
+    console.print("  API key: run `hookline keys create NAME` with the same HOOKLINE_DATA_DIR / HOOKLINE_DATABASE_URL")
+    sys.stdout.flush()
+    from hookline.web.server import serve as serve_app
+
+    serve_app(settings)
+
+
+@cli.command("migrate")
+def migrate_command() -> None:
+    """Create or upgrade hookline's tables."""
+    settings = _settings()
+    migrate(settings)
+    console.print(f"migrated {describe_database(settings)}")
+
+
+@cli.group()
+def keys() -> None:
+    """Manage API keys for the management API."""
+
+
+def _db():
+    settings = _settings()
+    migrate(settings)
+    return connect(settings)
+
+
+@keys.command("create")
+@click.argument("name")
+def keys_create(name: str) -> None:
+    """Create a key named NAME and print it (shown only this once)."""
+    db = _db()
+    try:
+        record, key = apikeys.create_key(db, name)
+    except HooklineError as error:
+        raise click.ClickException(str(getattr(error, "errors", None) or error)) from None
+    finally:
+        db.close()
+    console.print(f"created API key {record['key_id']} ({record['name']})", style="bold")
+    console.print("store it now; it is not shown again:", style="dim")
+    click.echo(key)
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """List keys (never their secrets)."""
+    db = _db()
+    try:
+        rows = apikeys.list_keys(db)
+    finally:
+        db.close()
+    table = Table("key id", "name", "prefix", "created", "last used", "status")
+    for row in rows:
+        status = "active" if row["active"] else f"revoked {row['revoked_at']}"
+        table.add_row(
+            row["key_id"], row["name"], row["prefix"] + "…", row["created_at"], row["last_used_at"] or "never", status
+        )
+    console.print(table)
+
+
+@keys.command("revoke")
+@click.argument("key_id_or_name")
+def keys_revoke(key_id_or_name: str) -> None:
+    """Revoke the key with this id, or every active key with this name."""
+    db = _db()
+    try:
+        revoked = apikeys.revoke_key(db, key_id_or_name)
+    except HooklineError as error:
+        raise click.ClickException(str(error)) from None
+    finally:
+        db.close()
+    for row in revoked:
+        console.print(f"revoked {row['key_id']} ({row['name']})")
+
+
+def main() -> None:
+    """Entry point of the ``hookline`` console script."""
+    cli(prog_name="hookline")

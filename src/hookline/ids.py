@@ -1,0 +1,55 @@
+"""Prefixed, sortable, unique identifiers (``evt_01JD...``).
+
+The body is a ULID: 48 bits of milliseconds since the epoch then 80 random bits, in Crockford
+base32 (26 characters). Within one millisecond the random part is incremented instead of drawn
+again, so ids made by one process sort in the order they were made.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+
+__all__ = ["is_id", "new_id"]
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_RANDOM_BITS = 80
+_lock = threading.Lock()
+_last_ms = -1
+_last_random = 0
+
+
+def _encode(value: int, length: int) -> str:
+    chars = []
+    for _ in range(length):
+        value, digit = divmod(value, 32)
+        chars.append(_ALPHABET[digit])
+    return "".join(reversed(chars))
+
+
+def _next_ulid(now_ms: int | None = None) -> str:
+    global _last_ms, _last_random
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    with _lock:
+        if ms <= _last_ms:
+            # Same (or a backwards-stepped) millisecond: keep the order by counting up.
+            ms = _last_ms
+            _last_random = (_last_random + 1) % (1 << _RANDOM_BITS)
+        else:
+            _last_random = int.from_bytes(os.urandom(10), "big")
+        _last_ms = ms
+        return _encode(ms, 10) + _encode(_last_random, 16)
+
+
+def new_id(prefix: str) -> str:
+    """A new identifier ``<prefix>_<ULID>``, e.g. ``new_id("evt")`` -> ``evt_01JD3...``."""
+    if not re.fullmatch(r"[a-z]{2,8}", prefix):
+        raise ValueError(f"id prefix must be 2-8 lowercase letters, got {prefix!r}")
+    return f"{prefix}_{_next_ulid()}"
+
+
+def is_id(value: str, prefix: str) -> bool:
+    """True when ``value`` has the shape of an id made by ``new_id(prefix)``."""
+    return re.fullmatch(rf"{prefix}_[{_ALPHABET}]{{26}}", value) is not None

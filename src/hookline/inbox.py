@@ -1,0 +1,82 @@
+"""The inbox: every accepted inbound request, stored raw with the answer it got.
+
+A row is written in the same transaction as the work the request caused, so "stored" and
+"processed" commit together, before the answer is sent. ``(source, message_id)`` is unique: a
+request whose id was seen before is answered from its row and never processed again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from pydal import DAL
+
+from hookline.errors import BadRequest
+from hookline.ids import new_id
+from hookline.timeutil import utcnow
+from hookline.webio import Request, Response, redacted_headers
+
+__all__ = ["IDEMPOTENCY_HEADERS", "find_message", "message_id_of", "record", "replay_response"]
+
+#: Headers that name a message for deduplication, in order of preference.
+IDEMPOTENCY_HEADERS = ("webhook-id", "idempotency-key")
+MAX_MESSAGE_ID = 255
+
+
+def message_id_of(request: Request) -> str | None:
+    """The idempotency key a request carries, if any; raise ``BadRequest`` if it is unusable."""
+    for name in IDEMPOTENCY_HEADERS:
+        value = request.header(name).strip()
+        if value:
+            if len(value) > MAX_MESSAGE_ID:
+                raise BadRequest(f"{name} header is longer than {MAX_MESSAGE_ID} characters")
+            return value
+    return None
+
+
+def find_message(db: DAL, source: str, message_id: str) -> Any:
+    """The inbox row for ``(source, message_id)``, or ``None``."""
+    table = db.hookline_inbox
+    query = (table.source == source) & (table.message_id == message_id)
+    return db(query).select(limitby=(0, 1)).first()
+
+
+def record(
+    db: DAL,
+    *,
+    source: str,
+    message_id: str | None,
+    request: Request,
+    response: Response,
+    status: str = "processed",
+    now: dt.datetime | None = None,
+) -> str:
+    """Store ``request`` and the ``response`` it gets, in the caller's transaction; return its id."""
+    now = now or utcnow()
+    inbox_id = new_id("msg")
+    db.hookline_inbox.insert(
+        inbox_id=inbox_id,
+        source=source,
+        message_id=message_id,
+        method=request.method,
+        content_type=request.header("content-type")[:255] or None,
+        headers=json.dumps(redacted_headers(request.headers)),
+        body=request.body,
+        status=status,
+        response_status=response.status,
+        response_body=response.body.decode("utf-8"),
+        received_at=now,
+        processed_at=now if status == "processed" else None,
+    )
+    return inbox_id
+
+
+def replay_response(row: Any) -> Response:
+    """The answer stored with an inbox row, marked as a replay."""
+    return Response(
+        row.response_status,
+        (row.response_body or "").encode("utf-8"),
+        {"Content-Type": "application/json", "Idempotent-Replayed": "true"},
+    )

@@ -1,0 +1,204 @@
+"""The order service: every change writes its event through the outbox in the same transaction.
+
+Functions here never commit: the caller owns the transaction, so an order and its event are
+committed or rolled back together. Updates are compare-and-set on ``version``, so two concurrent
+changes to one order cannot both win.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pydal import DAL
+
+from hookline import order_rules
+from hookline.errors import Conflict, NotFound, ValidationFailed
+from hookline.ids import new_id
+from hookline.order_rules import OrderChanges
+from hookline.outbox import publish
+from hookline.timeutil import isoformat, utcnow
+
+__all__ = [
+    "apply_patch",
+    "create_order",
+    "get_order",
+    "list_orders",
+    "order_to_dict",
+    "upsert_from_webhook",
+]
+
+MAX_PAGE = 200
+
+
+def order_to_dict(row: Any) -> dict[str, Any]:
+    """The public representation of an order row (what the API returns and events carry)."""
+    unit_price = order_rules.format_minor(row.unit_price_minor, row.currency)
+    total = (
+        order_rules.format_minor(row.unit_price_minor * row.quantity, row.currency)
+        if row.unit_price_minor is not None
+        else None
+    )
+    return {
+        "object": "order",
+        "order_id": row.order_id,
+        "product_name": row.product_name,
+        "quantity": row.quantity,
+        "unit_price": unit_price,
+        "currency": row.currency,
+        "total": total,
+        "customer_email": row.customer_email,
+        "status": row.status,
+        "source": row.source,
+        "version": row.version,
+        "created_at": isoformat(row.created_at),
+        "updated_at": isoformat(row.updated_at),
+    }
+
+
+def _find(db: DAL, order_id: str) -> Any:
+    return db(db.hookline_order.order_id == order_id).select(limitby=(0, 1)).first()
+
+
+def get_order(db: DAL, order_id: str) -> dict[str, Any]:
+    """The order ``order_id``; raise ``NotFound``."""
+    row = _find(db, order_id)
+    if row is None:
+        raise NotFound(f"no order {order_id!r}")
+    return order_to_dict(row)
+
+
+def _insert(db: DAL, changes: OrderChanges, source: str, now: dt.datetime) -> dict[str, Any]:
+    if changes.product_name is None:
+        raise ValidationFailed(
+            "a new order needs a product", errors={"product_name": "is required for a new order"}
+        )
+    order_id = changes.order_id or new_id("ord")
+    fields = {"quantity": 1, **changes.given()}
+    row_id = db.hookline_order.insert(
+        order_id=order_id,
+        status="pending",
+        source=source,
+        version=1,
+        created_at=now,
+        updated_at=now,
+        **fields,
+    )
+    order = order_to_dict(db.hookline_order[row_id])
+    publish(db, "order.created", {"order": order}, now=now)
+    return order
+
+
+def create_order(
+    db: DAL, changes: OrderChanges, *, source: str = "api", now: dt.datetime | None = None
+) -> dict[str, Any]:
+    """Create an order and publish ``order.created``; raise ``Conflict`` if the id is taken."""
+    if changes.order_id is not None and _find(db, changes.order_id) is not None:
+        raise Conflict(
+            f"order {changes.order_id!r} already exists", errors={"order_id": "already exists"}
+        )
+    return _insert(db, changes, source, now or utcnow())
+
+
+def _compare_and_set(db: DAL, row: Any, values: dict[str, Any]) -> Any:
+    table = db.hookline_order
+    updated = db((table.id == row.id) & (table.version == row.version)).update(
+        version=row.version + 1, **values
+    )
+    if not updated:
+        raise Conflict(
+            f"order {row.order_id!r} was changed by another request; retry",
+            errors={"version": "stale"},
+        )
+    return table[row.id]
+
+
+def _update_fields(
+    db: DAL, row: Any, changes: OrderChanges, now: dt.datetime
+) -> tuple[Any, list[str]]:
+    changed = {k: v for k, v in changes.given().items() if row[k] != v}
+    if not changed:
+        return row, []
+    row = _compare_and_set(db, row, {**changed, "updated_at": now})
+    publish(db, "order.updated", {"order": order_to_dict(row), "changed": sorted(changed)}, now=now)
+    return row, sorted(changed)
+
+
+def upsert_from_webhook(
+    db: DAL, changes: OrderChanges, *, now: dt.datetime | None = None
+) -> tuple[dict[str, Any], str]:
+    """Create the order ``changes.order_id`` or update its given fields.
+
+    Returns the order and what happened: ``"created"``, ``"updated"`` or ``"unchanged"`` (no
+    event is published when nothing changed).
+    """
+    now = now or utcnow()
+    if changes.order_id is None:
+        raise ValidationFailed("order_id is required", errors={"order_id": "is required"})
+    row = _find(db, changes.order_id)
+    if row is None:
+        return _insert(db, changes, "webhook", now), "created"
+    if row.status in ("shipped", "cancelled") and changes.given():
+        fields_differ = any(row[k] != v for k, v in changes.given().items())
+        if fields_differ:
+            raise Conflict(
+                f"order {row.order_id!r} is {row.status} and can no longer change",
+                errors={"order_id": f"order is {row.status}"},
+            )
+    row, changed = _update_fields(db, row, changes, now)
+    return order_to_dict(row), ("updated" if changed else "unchanged")
+
+
+def apply_patch(
+    db: DAL, order_id: str, changes: OrderChanges, *, now: dt.datetime | None = None
+) -> dict[str, Any]:
+    """Change an order's fields (only while pending) and/or move it to a new status.
+
+    Publishes ``order.updated`` for field changes and ``order.<status>`` for a transition.
+    Raises ``NotFound``, or ``Conflict`` for an illegal transition or a stale concurrent write.
+    """
+    now = now or utcnow()
+    row = _find(db, order_id)
+    if row is None:
+        raise NotFound(f"no order {order_id!r}")
+    if changes.given() and row.status != "pending":
+        differs = any(row[k] != v for k, v in changes.given().items())
+        if differs:
+            raise Conflict(
+                f"order {order_id!r} is {row.status}; only pending orders can be edited",
+                errors={"status": f"order is {row.status}"},
+            )
+    if changes.status is not None and changes.status != row.status:
+        order_rules.check_transition(row.status, changes.status)
+    row, _ = _update_fields(db, row, changes, now)
+    if changes.status is not None and changes.status != row.status:
+        previous = row.status
+        row = _compare_and_set(db, row, {"status": changes.status, "updated_at": now})
+        publish(
+            db,
+            order_rules.status_event(changes.status),
+            {"order": order_to_dict(row), "previous_status": previous},
+            now=now,
+        )
+    return order_to_dict(row)
+
+
+def list_orders(
+    db: DAL, *, status: str | None = None, limit: int = 50, cursor: int | None = None
+) -> dict[str, Any]:
+    """A page of orders, newest first: ``{"data", "has_more", "next_cursor"}``."""
+    table = db.hookline_order
+    query = table.id > 0
+    if status is not None:
+        query &= table.status == status
+    if cursor is not None:
+        query &= table.id < cursor
+    rows = db(query).select(orderby=~table.id, limitby=(0, limit + 1))
+    page = list(rows)[:limit]
+    has_more = len(rows) > limit
+    return {
+        "object": "list",
+        "data": [order_to_dict(row) for row in page],
+        "has_more": has_more,
+        "next_cursor": str(page[-1].id) if has_more and page else None,
+    }

@@ -1,0 +1,102 @@
+"""The transactional outbox: ``publish`` writes an event in the caller's transaction.
+
+The event row is inserted through the same ``db`` connection as the change that caused it and is
+never committed here: it becomes visible exactly when the caller commits, and vanishes when the
+caller rolls back (no phantom event, no lost event). Delivery reads committed events only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from typing import Any
+
+from pydal import DAL
+
+from hookline.errors import InvalidEvent
+from hookline.ids import new_id
+from hookline.timeutil import isoformat, utcnow
+
+__all__ = ["EVENT_TYPES", "MAX_PAYLOAD_BYTES", "build_payload", "publish"]
+
+#: Every event type hookline publishes; anything else is refused.
+EVENT_TYPES = frozenset(
+    {
+        "order.created",
+        "order.updated",
+        "order.paid",
+        "order.shipped",
+        "order.cancelled",
+        "endpoint.disabled",
+        "ping",
+    }
+)
+MAX_PAYLOAD_BYTES = 256 * 1024
+
+
+def _check_json(value: Any, path: str = "data") -> None:
+    # json.dumps would accept NaN and tuples and stringify int keys; receivers could not.
+    stack = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    raise InvalidEvent("event data is not JSON", errors={where: "keys must be strings"})
+                stack.append((child, f"{where}.{key}"))
+        elif isinstance(item, list):
+            stack.extend((child, f"{where}[{i}]") for i, child in enumerate(item))
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise InvalidEvent("event data is not JSON", errors={where: "must be a finite number"})
+        elif item is not None and not isinstance(item, str | int | float | bool):
+            raise InvalidEvent(
+                "event data is not JSON", errors={where: f"{type(item).__name__} is not JSON"}
+            )
+
+
+def build_payload(
+    event_type: str, data: Any, timestamp: dt.datetime, *, max_bytes: int = MAX_PAYLOAD_BYTES
+) -> str:
+    """The event body ``{"type", "timestamp", "data"}`` as JSON text; raise ``InvalidEvent``."""
+    if event_type not in EVENT_TYPES:
+        raise InvalidEvent(
+            f"unknown event type {event_type!r}", errors={"type": "not a known event type"}
+        )
+    if not isinstance(data, dict):
+        raise InvalidEvent("event data must be a JSON object", errors={"data": "must be an object"})
+    _check_json(data)
+    payload = json.dumps(
+        {"type": event_type, "timestamp": isoformat(timestamp), "data": data},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    size = len(payload.encode("utf-8"))
+    if size > max_bytes:
+        raise InvalidEvent(
+            f"event payload is {size} bytes; the limit is {max_bytes}",
+            errors={"data": "too large"},
+        )
+    return payload
+
+
+def publish(
+    db: DAL,
+    event_type: str,
+    data: dict[str, Any],
+    *,
+    now: dt.datetime | None = None,
+    max_bytes: int = MAX_PAYLOAD_BYTES,
+) -> str:
+    """Record event ``event_type`` with ``data`` in the caller's open transaction; return its id.
+
+    Nothing is committed here. Raises ``InvalidEvent`` (and writes nothing) for an unknown type,
+    data that is not a JSON object, or a payload over ``max_bytes``.
+    """
+    created_at = now or utcnow()
+    payload = build_payload(event_type, data, created_at, max_bytes=max_bytes)
+    event_id = new_id("evt")
+    db.hookline_event.insert(
+        event_id=event_id, type=event_type, payload=payload, created_at=created_at
+    )
+    return event_id

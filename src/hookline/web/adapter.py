@@ -1,0 +1,56 @@
+"""py4web <-> engine: turn py4web's request into a ``Request`` and a ``Response`` into the answer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from py4web import request, response
+
+from hookline.errors import PayloadTooLarge
+from hookline.webio import Request, Response, error_response, run
+
+__all__ = ["answer", "call", "engine_request"]
+
+
+def _read_body(limit: int) -> bytes:
+    # Refuse by Content-Length before reading, so an oversized body is never buffered.
+    if request.content_length > limit:
+        raise PayloadTooLarge(f"request body is {request.content_length} bytes; the limit is {limit}")
+    data = request.body.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+    return data
+
+
+def engine_request(max_body_bytes: int) -> Request:
+    """The current py4web request as an engine ``Request``; raise ``PayloadTooLarge``."""
+    return Request.build(
+        method=request.method,
+        path=request.path,
+        headers=list(request.headers.items()),
+        body=_read_body(max_body_bytes),
+        query_string=request.query_string,
+    )
+
+
+def answer(result: Response) -> bytes:
+    """Write ``result``'s status and headers onto py4web's response; return the body."""
+    response.status = result.status
+    for name, value in result.headers.items():
+        response.headers[name] = value
+    return result.body
+
+
+def call(
+    handler: Callable[..., Response], db: Any, body_limit: int, *args: Any, **kwargs: Any
+) -> bytes:
+    """Run an engine handler on the current request through ``webio.run`` and answer with it.
+
+    ``body_limit`` bounds how much of the body is read; ``args``/``kwargs`` go to the handler.
+    """
+    try:
+        engine_req = engine_request(body_limit)
+    except PayloadTooLarge as error:
+        return answer(error_response(error))
+    return answer(run(handler, db, engine_req, *args, **kwargs))

@@ -1,0 +1,76 @@
+"""myapp's actions: each adapts the request and calls one engine handler; no logic lives here."""
+
+from __future__ import annotations
+
+from py4web import action
+
+from hookline import __version__, orders_api, receiver
+from hookline.web.adapter import answer, call
+from hookline.webio import Request, json_response
+
+from .common import api_key, db
+from .settings import SETTINGS
+
+_LIMIT = SETTINGS.max_body_bytes
+_ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+
+@action("webhook", method=_ANY_METHOD)
+@action.uses(db)
+def webhook() -> bytes:
+    """The seed's order webhook: POST form or JSON order fields; anything else is a 400."""
+    return call(receiver.receive_order_webhook, db, _LIMIT, max_body_bytes=_LIMIT)
+
+
+@action("index")
+@action.uses("index.html")
+def index() -> dict:
+    """A page that says what runs here and how to use it."""
+    return {"version": __version__, "database": "SQLite" if SETTINGS.is_sqlite else "PostgreSQL"}
+
+
+@action("health")
+@action.uses(db)
+def health() -> bytes:
+    """Liveness and database reachability, for load balancers and tests."""
+    db.executesql("SELECT 1")
+    return answer(json_response(200, {"status": "ok", "version": __version__}))
+
+
+@action("api/orders", method=["GET"])
+@action.uses(db, api_key)
+def get_api_orders() -> bytes:
+    """List orders: ``?status=&limit=&cursor=``."""
+    return call(orders_api.list_page, db, _LIMIT)
+
+
+@action("api/orders", method=["POST"])
+@action.uses(db, api_key)
+def post_api_orders() -> bytes:
+    """Create an order."""
+    return call(orders_api.create, db, _LIMIT, max_body_bytes=_LIMIT)
+
+
+@action("api/orders/<order_id>", method=["GET"])
+@action.uses(db, api_key)
+def get_api_order(order_id: str) -> bytes:
+    """Show one order."""
+    return call(orders_api.show, db, _LIMIT, order_id)
+
+
+@action("api/orders/<order_id>", method=["PATCH"])
+@action.uses(db, api_key)
+def patch_api_order(order_id: str) -> bytes:
+    """Edit a pending order or change its status."""
+    return call(orders_api.patch, db, _LIMIT, order_id, max_body_bytes=_LIMIT)
+
+
+def _not_found(db_: object, request: Request) -> object:
+    return json_response(404, {"status": "error", "message": f"no API route {request.path}"})
+
+
+@action("api/<path:path>", method=_ANY_METHOD)
+@action.uses(db, api_key)
+def api_not_found(path: str) -> bytes:
+    """Any other ``/api/...`` path: 401 without a key, a JSON 404 with one."""
+    return call(_not_found, db, _LIMIT)

@@ -1,0 +1,289 @@
+"""Framework-neutral HTTP values and body decoding.
+
+The web layer turns its framework's request into a ``Request`` and writes back the ``Response``
+an engine handler returns, so every rule about bodies (size, content type, encoding, JSON
+strictness) lives here once and is tested without a server.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from email.message import Message
+from email.parser import BytesParser
+from email.policy import HTTP
+from typing import Any
+
+from hookline.errors import (
+    BadRequest,
+    ClientError,
+    Conflict,
+    PayloadTooLarge,
+    RequestRefused,
+    ServiceUnavailable,
+    UnsupportedMediaType,
+)
+
+__all__ = [
+    "FORM_TYPES",
+    "JSON_TYPES",
+    "Request",
+    "Response",
+    "check_size",
+    "error_response",
+    "json_response",
+    "parse_content_type",
+    "parse_fields",
+    "parse_json",
+    "redacted_headers",
+    "run",
+    "text_response",
+]
+
+JSON_TYPES = ("application/json",)
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+_SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "x-api-key"})
+_MAX_JSON_DEPTH = 64
+
+
+@dataclass(frozen=True)
+class Request:
+    """An HTTP request as the engine sees it: header names are lower-case."""
+
+    method: str
+    path: str = "/"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    query: Mapping[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        method: str,
+        path: str = "/",
+        headers: Iterable[tuple[str, str]] | Mapping[str, str] = (),
+        body: bytes = b"",
+        query_string: str = "",
+    ) -> Request:
+        """Make a ``Request`` from raw parts, lower-casing header names and parsing the query."""
+        pairs = headers.items() if isinstance(headers, Mapping) else headers
+        query: dict[str, list[str]] = {}
+        for key, value in urllib.parse.parse_qsl(query_string, keep_blank_values=True):
+            query.setdefault(key, []).append(value)
+        return cls(
+            method=method.upper(),
+            path=path,
+            headers={name.lower(): value for name, value in pairs},
+            body=body,
+            query=query,
+        )
+
+    def header(self, name: str, default: str = "") -> str:
+        """The value of header ``name`` (any case), or ``default``."""
+        return self.headers.get(name.lower(), default)
+
+
+@dataclass(frozen=True)
+class Response:
+    """What a handler answers: a status, headers and the body bytes."""
+
+    status: int
+    body: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def json(self) -> Any:
+        """The body decoded as JSON (for tests and callers that chain handlers)."""
+        return json.loads(self.body)
+
+
+def json_response(status: int, payload: Any, headers: Mapping[str, str] | None = None) -> Response:
+    """A JSON response with ``Content-Type: application/json``."""
+    body = json.dumps(payload, separators=(", ", ": "), ensure_ascii=False).encode("utf-8")
+    return Response(status, body, {"Content-Type": "application/json", **(headers or {})})
+
+
+def text_response(status: int, text: str) -> Response:
+    """A plain-text response."""
+    return Response(status, text.encode("utf-8"), {"Content-Type": "text/plain; charset=utf-8"})
+
+
+def error_response(error: RequestRefused) -> Response:
+    """The JSON answer to ``error`` (a 4xx, or 503 for a transient condition)."""
+    headers = {"WWW-Authenticate": 'Bearer realm="hookline"'} if error.status == 401 else None
+    return json_response(error.status, error.as_dict(), headers)
+
+
+def parse_content_type(value: str) -> tuple[str, dict[str, str]]:
+    """Split a Content-Type header into its lower-case media type and its parameters."""
+    if not value.strip():
+        return "", {}
+    message = Message()
+    message["content-type"] = value
+    params = {k.lower(): str(v) for k, v in (message.get_params() or [])[1:]}
+    return message.get_content_type(), params
+
+
+def redacted_headers(headers: Mapping[str, str]) -> list[list[str]]:
+    """Headers as ``[name, value]`` pairs with credentials replaced, for storing in the inbox."""
+    return [
+        [name, "[redacted]" if name.lower() in _SECRET_HEADERS else value]
+        for name, value in sorted(headers.items())
+    ]
+
+
+def check_size(body: bytes, limit: int) -> None:
+    """Raise ``PayloadTooLarge`` when ``body`` is over ``limit`` bytes."""
+    if len(body) > limit:
+        raise PayloadTooLarge(f"request body is {len(body)} bytes; the limit is {limit}")
+
+
+def _decode_text(body: bytes, charset: str | None) -> str:
+    encoding = (charset or "utf-8").strip().lower()
+    if encoding not in ("utf-8", "utf8", "us-ascii", "ascii"):
+        raise UnsupportedMediaType(f"charset {charset!r} is not supported; send UTF-8")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"body is not valid UTF-8 (byte {exc.start})") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise BadRequest(f"malformed JSON: {name} is not a JSON value")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise BadRequest(f"malformed JSON: key {key!r} appears more than once")
+        result[key] = value
+    return result
+
+
+def _depth(value: Any, limit: int) -> int:
+    # Iterative, so a hostile document cannot exhaust the interpreter's stack.
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if deepest > limit:
+                return deepest
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def parse_json(body: bytes, charset: str | None = None) -> Any:
+    """Decode a JSON body strictly: UTF-8, no NaN/Infinity, no duplicate keys, bounded depth."""
+    text = _decode_text(body, charset).lstrip("\ufeff")
+    if not text.strip():
+        raise BadRequest("malformed JSON: the body is empty")
+    try:
+        value = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+    except RecursionError:
+        raise BadRequest(f"malformed JSON: nested deeper than {_MAX_JSON_DEPTH} levels") from None
+    if _depth(value, _MAX_JSON_DEPTH) > _MAX_JSON_DEPTH:
+        raise BadRequest(f"malformed JSON: nested deeper than {_MAX_JSON_DEPTH} levels")
+    return value
+
+
+def _add(fields: dict[str, Any], key: str, value: str) -> None:
+    # A repeated key becomes a list, so validation can refuse it instead of guessing a winner.
+    if key in fields:
+        previous = fields[key]
+        fields[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
+    else:
+        fields[key] = value
+
+
+def _parse_urlencoded(body: bytes, charset: str | None) -> dict[str, Any]:
+    text = _decode_text(body, charset)
+    fields: dict[str, Any] = {}
+    try:
+        pairs = urllib.parse.parse_qsl(
+            text, keep_blank_values=True, strict_parsing=False, encoding="utf-8", errors="strict"
+        )
+    except UnicodeDecodeError:
+        raise BadRequest("form body has a percent-encoded value that is not UTF-8") from None
+    for key, value in pairs:
+        _add(fields, key, value)
+    return fields
+
+
+def _parse_multipart(body: bytes, content_type: str) -> dict[str, Any]:
+    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1", "replace")
+    message = BytesParser(policy=HTTP).parsebytes(head + body)
+    if not message.is_multipart():
+        raise BadRequest("multipart body has no boundary or no parts")
+    fields: dict[str, Any] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not name:
+            raise BadRequest("multipart part without a field name")
+        if part.get_filename() is not None:
+            raise UnsupportedMediaType(f"file uploads are not accepted (field {name!r})")
+        payload = part.get_payload(decode=True) or b""
+        _add(fields, str(name), _decode_text(payload, part.get_content_charset()))
+    return fields
+
+
+def parse_fields(content_type: str, body: bytes) -> dict[str, Any]:
+    """Decode a form (urlencoded or multipart) or JSON body into a field mapping.
+
+    Form values are strings (a list when the key repeats) decoded as UTF-8; a JSON body must be an
+    object. An empty body without a content type is an empty form. Raises ``BadRequest`` or
+    ``UnsupportedMediaType``.
+    """
+    media_type, params = parse_content_type(content_type)
+    if not media_type:
+        if body:
+            raise UnsupportedMediaType(
+                "missing Content-Type; send application/x-www-form-urlencoded or application/json"
+            )
+        return {}
+    charset = params.get("charset")
+    if media_type in JSON_TYPES or media_type.endswith("+json"):
+        value = parse_json(body, charset)
+        if not isinstance(value, dict):
+            raise BadRequest("the JSON body must be an object")
+        return value
+    if media_type == "application/x-www-form-urlencoded":
+        return _parse_urlencoded(body, charset)
+    if media_type == "multipart/form-data":
+        return _parse_multipart(body, content_type)
+    raise UnsupportedMediaType(
+        f"content type {media_type!r} is not supported; "
+        "send application/x-www-form-urlencoded, multipart/form-data or application/json"
+    )
+
+
+def run(
+    handler: Callable[..., Response], db: Any, request: Request, *args: Any, **kwargs: Any
+) -> Response:
+    """Call ``handler(db, request, ...)`` so that a failure never leaves a partial write.
+
+    A ``ClientError`` rolls back and becomes its 4xx; a uniqueness race lost to a concurrent
+    request becomes 409; a busy or unreachable database becomes 503 with ``Retry-After``.
+    """
+    from hookline.database import driver_errors  # here: webio stays importable without pydal
+
+    try:
+        return handler(db, request, *args, **kwargs)
+    except ClientError as error:
+        db.rollback()
+        return error_response(error)
+    except driver_errors(db, "IntegrityError"):
+        db.rollback()
+        return error_response(Conflict("a concurrent request changed the same record; retry"))
+    except driver_errors(db, "OperationalError"):
+        db.rollback()
+        response = error_response(ServiceUnavailable("the database is busy; retry shortly"))
+        return Response(response.status, response.body, {**response.headers, "Retry-After": "1"})
+    except BaseException:
+        db.rollback()
+        raise

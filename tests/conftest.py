@@ -35,7 +35,9 @@ def _with_database(url: str, name: str) -> str:
 def _admin_connection():
     import psycopg2
 
-    conn = psycopg2.connect(postgres_admin_url().replace("postgres://", "postgresql://", 1), connect_timeout=5)
+    conn = psycopg2.connect(
+        postgres_admin_url().replace("postgres://", "postgresql://", 1), connect_timeout=5
+    )
     conn.autocommit = True
     return conn
 
@@ -92,7 +94,10 @@ def postgres_settings(postgres_server: PostgresServer, tmp_path_factory) -> Sett
     """Settings for one migrated PostgreSQL database shared by the session's tests."""
     data_dir = tmp_path_factory.mktemp("pg-data")
     settings = Settings.from_env(
-        {"HOOKLINE_DATA_DIR": str(data_dir), "HOOKLINE_DATABASE_URL": postgres_server.create_database()}
+        {
+            "HOOKLINE_DATA_DIR": str(data_dir),
+            "HOOKLINE_DATABASE_URL": postgres_server.create_database(),
+        }
     )
     migrate(settings)
     return settings

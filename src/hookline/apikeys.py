@@ -54,7 +54,9 @@ def create_key(db: DAL, name: str, *, now: dt.datetime | None = None) -> tuple[d
     if not _NAME.fullmatch(name):
         raise ValidationFailed(
             "invalid key name",
-            errors={"name": "1-64 letters, digits, spaces or . _ @ -, starting with a letter or digit"},
+            errors={
+                "name": "1-64 letters, digits, spaces or . _ @ -, starting with a letter or digit"
+            },
         )
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     key_id = new_id("key")
@@ -75,7 +77,9 @@ def list_keys(db: DAL) -> list[dict[str, Any]]:
     return [_key_to_dict(row) for row in rows]
 
 
-def revoke_key(db: DAL, key_id_or_name: str, *, now: dt.datetime | None = None) -> list[dict[str, Any]]:
+def revoke_key(
+    db: DAL, key_id_or_name: str, *, now: dt.datetime | None = None
+) -> list[dict[str, Any]]:
     """Revoke the key with this id, or every active key with this name; commits.
 
     Raises ``NotFound`` when nothing matches.
@@ -92,9 +96,7 @@ def revoke_key(db: DAL, key_id_or_name: str, *, now: dt.datetime | None = None) 
     return [_key_to_dict(table[row.id]) for row in rows]
 
 
-def authenticate(
-    db: DAL, authorization: str, *, now: dt.datetime | None = None
-) -> dict[str, Any]:
+def authenticate(db: DAL, authorization: str, *, now: dt.datetime | None = None) -> dict[str, Any]:
     """The key record for an ``Authorization: Bearer <key>`` header; raise ``Unauthorized``.
 
     Refreshes ``last_used_at`` (at most once a minute) in the caller's transaction.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -36,8 +37,12 @@ def describe_database(settings: Settings) -> str:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hookline")
-@click.option("--data-dir", envvar="HOOKLINE_DATA_DIR", help="Data directory [HOOKLINE_DATA_DIR, ./var].")
-@click.option("--database-url", envvar="HOOKLINE_DATABASE_URL", help="Database URL [HOOKLINE_DATABASE_URL].")
+@click.option(
+    "--data-dir", envvar="HOOKLINE_DATA_DIR", help="Data directory [HOOKLINE_DATA_DIR, ./var]."
+)
+@click.option(
+    "--database-url", envvar="HOOKLINE_DATABASE_URL", help="Database URL [HOOKLINE_DATABASE_URL]."
+)
 def cli(data_dir: str | None, database_url: str | None) -> None:
     """hookline: webhooks done right for the web2py family."""
     # Exported so that the server's worker processes see the same choice.
@@ -49,18 +54,33 @@ def cli(data_dir: str | None, database_url: str | None) -> None:
 
 @cli.command()
 @click.option("--host", envvar="HOOKLINE_HOST", default="127.0.0.1", show_default=True)
-@click.option("--port", envvar="HOOKLINE_PORT", default=8000, type=click.IntRange(1, 65535), show_default=True)
-@click.option("--workers", envvar="HOOKLINE_WEB_WORKERS", default=1, type=click.IntRange(1, 64), show_default=True)
+@click.option(
+    "--port", envvar="HOOKLINE_PORT", default=8000, type=click.IntRange(1, 65535), show_default=True
+)
+@click.option(
+    "--workers",
+    envvar="HOOKLINE_WEB_WORKERS",
+    default=1,
+    type=click.IntRange(1, 64),
+    show_default=True,
+)
 def serve(host: str, port: int, workers: int) -> None:
     """Migrate the database, then serve the py4web app with granian."""
-    os.environ.update(HOOKLINE_HOST=host, HOOKLINE_PORT=str(port), HOOKLINE_WEB_WORKERS=str(workers))
+    os.environ.update(
+        HOOKLINE_HOST=host, HOOKLINE_PORT=str(port), HOOKLINE_WEB_WORKERS=str(workers)
+    )
     settings = _settings()
     migrate(settings)
     shown_host = f"[{host}]" if ":" in host else host
     console.print(f"hookline {__version__} listening on http://{shown_host}:{port}/myapp/")
     console.print(f"  database: {describe_database(settings)}")
-    console.print(f"  seed webhook: curl -X POST -d \"order_id=1234&product_name=example\" http://{shown_host}:{port}/myapp/webhook")
-    console.print("  API key: run `hookline keys create NAME` with the same HOOKLINE_DATA_DIR / HOOKLINE_DATABASE_URL")
+    console.print(
+        f'  seed webhook: curl -X POST -d "order_id=1234&product_name=example" http://{shown_host}:{port}/myapp/webhook'
+    )
+    console.print(
+        "  API key: run `hookline keys create NAME` with the same"
+        " HOOKLINE_DATA_DIR / HOOKLINE_DATABASE_URL"
+    )
     sys.stdout.flush()
     from hookline.web.server import serve as serve_app
 
@@ -103,18 +123,29 @@ def keys_create(name: str) -> None:
 
 
 @keys.command("list")
-def keys_list() -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def keys_list(as_json: bool) -> None:
     """List keys (never their secrets)."""
     db = _db()
     try:
         rows = apikeys.list_keys(db)
     finally:
         db.close()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
     table = Table("key id", "name", "prefix", "created", "last used", "status")
+    for column in table.columns:
+        column.overflow = "fold"
     for row in rows:
         status = "active" if row["active"] else f"revoked {row['revoked_at']}"
         table.add_row(
-            row["key_id"], row["name"], row["prefix"] + "…", row["created_at"], row["last_used_at"] or "never", status
+            row["key_id"],
+            row["name"],
+            row["prefix"] + "…",
+            row["created_at"],
+            row["last_used_at"] or "never",
+            status,
         )
     console.print(table)
 

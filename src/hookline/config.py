@@ -98,7 +98,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read every ``HOOKLINE_*`` variable, apply defaults and validate; raise ``ConfigError``."""
+        """Read every ``HOOKLINE_*`` variable, apply defaults, validate; raise ``ConfigError``."""
         env = os.environ if env is None else env
         data_dir = Path(env.get("HOOKLINE_DATA_DIR", "").strip() or "var").expanduser().resolve()
         raw_url = env.get("HOOKLINE_DATABASE_URL", "").strip()
@@ -109,7 +109,9 @@ class Settings:
             database_url = "sqlite://" + str(path if path.is_absolute() else data_dir / path)
         synchronous = env.get("HOOKLINE_SQLITE_SYNCHRONOUS", "FULL").strip().upper() or "FULL"
         if synchronous not in _SYNCHRONOUS:
-            raise ConfigError(f"HOOKLINE_SQLITE_SYNCHRONOUS must be one of {', '.join(_SYNCHRONOUS)}")
+            raise ConfigError(
+                f"HOOKLINE_SQLITE_SYNCHRONOUS must be one of {', '.join(_SYNCHRONOUS)}"
+            )
         return cls(
             data_dir=data_dir,
             database_url=database_url,

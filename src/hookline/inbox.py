@@ -53,7 +53,7 @@ def record(
     status: str = "processed",
     now: dt.datetime | None = None,
 ) -> str:
-    """Store ``request`` and the ``response`` it gets, in the caller's transaction; return its id."""
+    """Store ``request`` and its ``response`` in the caller's transaction; return the row's id."""
     now = now or utcnow()
     inbox_id = new_id("msg")
     db.hookline_inbox.insert(

@@ -27,14 +27,14 @@ __all__ = [
 ]
 
 #: ISO 4217 codes accepted, with their number of decimal places.
+_TWO_DECIMALS = (
+    "AED ARS AUD BRL CAD CHF CNY COP CZK DKK EGP EUR GBP HKD HUF IDR ILS INR MAD MXN MYR NOK NZD "
+    "PEN PHP PKR PLN QAR RON RUB SAR SEK SGD THB TRY TWD UAH USD ZAR"
+)
 CURRENCY_EXPONENTS: dict[str, int] = {
-    **dict.fromkeys(
-        "AED ARS AUD BRL CAD CHF CNY COP CZK DKK EGP EUR GBP HKD HUF IDR ILS INR MAD MXN MYR NOK "
-        "NZD PEN PHP PKR PLN QAR RON RUB SAR SEK SGD THB TRY TWD UAH USD ZAR".split(),
-        2,
-    ),
-    **dict.fromkeys("CLP ISK JPY KRW PYG UGX VND XAF XOF".split(), 0),
-    **dict.fromkeys("BHD JOD KWD OMR TND".split(), 3),
+    **dict.fromkeys(_TWO_DECIMALS.split(), 2),
+    **dict.fromkeys(("CLP", "ISK", "JPY", "KRW", "PYG", "UGX", "VND", "XAF", "XOF"), 0),
+    **dict.fromkeys(("BHD", "JOD", "KWD", "OMR", "TND"), 3),
 }
 
 #: Allowed status changes: from -> the statuses it may become.
@@ -47,7 +47,9 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 _STATUS_EVENTS = {"paid": "order.paid", "shipped": "order.shipped", "cancelled": "order.cancelled"}
 
 _ORDER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
-_EMAIL = re.compile(r"[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})+")
+_EMAIL = re.compile(
+    r"[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})+"
+)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MAX_QUANTITY = 1_000_000
 _MAX_PRICE_MINOR = 10**15
@@ -106,7 +108,9 @@ def _text(raw: Any, name: str, max_length: int, errors: dict[str, str]) -> str |
 def _order_id(raw: Any, errors: dict[str, str]) -> str | None:
     value = _text(raw, "order_id", 64, errors)
     if value is not None and not _ORDER_ID.fullmatch(value):
-        errors["order_id"] = "may contain only letters, digits and . _ : - (starting with a letter or digit)"
+        errors["order_id"] = (
+            "may contain only letters, digits and . _ : - (starting with a letter or digit)"
+        )
         return None
     return value
 
@@ -142,12 +146,12 @@ def _price_minor(raw: Any, currency: str | None, errors: dict[str, str]) -> int 
     if raw is None or "unit_price" in errors:
         return None
     if isinstance(raw, bool) or not isinstance(raw, str | int | float):
-        errors["unit_price"] = "must be a decimal number such as \"19.99\""
+        errors["unit_price"] = 'must be a decimal number such as "19.99"'
         return None
     try:
         amount = Decimal(str(raw).strip())
     except InvalidOperation:
-        errors["unit_price"] = "must be a decimal number such as \"19.99\""
+        errors["unit_price"] = 'must be a decimal number such as "19.99"'
         return None
     if not amount.is_finite() or amount < 0:
         errors["unit_price"] = "must be zero or more"
@@ -166,7 +170,7 @@ def _price_minor(raw: Any, currency: str | None, errors: dict[str, str]) -> int 
 
 
 def format_minor(amount_minor: int | None, currency: str | None) -> str | None:
-    """Minor units as a decimal string in the currency's precision: ``(1999, "USD")`` -> ``"19.99"``."""
+    """Minor units as a decimal string in the currency's precision: ``(1999, "USD")`` -> "19.99"."""
     if amount_minor is None or currency is None:
         return None
     exponent = CURRENCY_EXPONENTS.get(currency, 2)
@@ -181,15 +185,21 @@ def _email(raw: Any, errors: dict[str, str]) -> str | None:
     return value
 
 
-def _parse(data: Mapping[str, Any], allowed: set[str], *, strict: bool) -> tuple[OrderChanges, dict[str, str]]:
+def _parse(
+    data: Mapping[str, Any], allowed: set[str], *, strict: bool
+) -> tuple[OrderChanges, dict[str, str]]:
     errors: dict[str, str] = {}
     if strict:
         for name in data:
             if name not in allowed:
                 errors[name] = "unknown field"
     currency = _currency(data.get("currency"), errors) if "currency" in allowed else None
-    price = _price_minor(data.get("unit_price"), currency, errors) if "unit_price" in allowed else None
-    if "unit_price" in allowed and (data.get("unit_price") is None) != (data.get("currency") is None):
+    price = (
+        _price_minor(data.get("unit_price"), currency, errors) if "unit_price" in allowed else None
+    )
+    if "unit_price" in allowed and (data.get("unit_price") is None) != (
+        data.get("currency") is None
+    ):
         missing = "currency" if data.get("currency") is None else "unit_price"
         errors.setdefault(missing, "unit_price and currency go together")
     status = None
@@ -235,7 +245,7 @@ def parse_patch(data: Mapping[str, Any]) -> OrderChanges:
 
 
 def parse_webhook(data: Mapping[str, Any]) -> OrderChanges:
-    """Validate the seed's order webhook fields: ``order_id`` is required; unknown fields are ignored."""
+    """Validate the seed's order webhook fields: ``order_id`` required, unknown fields ignored."""
     changes, errors = _parse(data, _ORDER_FIELDS | {"order_id"}, strict=False)
     if data.get("order_id") is None:
         errors["order_id"] = "is required"

@@ -14,7 +14,14 @@ from pydal import DAL
 from hookline import order_rules, orders
 from hookline.errors import UnsupportedMediaType, ValidationFailed
 from hookline.schema import ORDER_STATUSES
-from hookline.webio import Request, Response, check_size, json_response, parse_content_type, parse_json
+from hookline.webio import (
+    Request,
+    Response,
+    check_size,
+    json_response,
+    parse_content_type,
+    parse_json,
+)
 
 __all__ = ["create", "list_page", "patch", "show"]
 
@@ -28,7 +35,9 @@ def _json_object(request: Request, max_body_bytes: int) -> dict[str, Any]:
         raise UnsupportedMediaType("send the body as application/json")
     value = parse_json(request.body, params.get("charset"))
     if not isinstance(value, dict):
-        raise ValidationFailed("the body must be a JSON object", errors={"body": "must be an object"})
+        raise ValidationFailed(
+            "the body must be a JSON object", errors={"body": "must be an object"}
+        )
     return value
 
 
@@ -37,7 +46,9 @@ def _one(request: Request, name: str) -> str | None:
     if not values:
         return None
     if len(values) > 1:
-        raise ValidationFailed(f"{name} given more than once", errors={name: "given more than once"})
+        raise ValidationFailed(
+            f"{name} given more than once", errors={name: "given more than once"}
+        )
     return values[0]
 
 

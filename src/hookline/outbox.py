@@ -43,7 +43,9 @@ def _check_json(value: Any, path: str = "data") -> None:
         if isinstance(item, dict):
             for key, child in item.items():
                 if not isinstance(key, str):
-                    raise InvalidEvent("event data is not JSON", errors={where: "keys must be strings"})
+                    raise InvalidEvent(
+                        "event data is not JSON", errors={where: "keys must be strings"}
+                    )
                 stack.append((child, f"{where}.{key}"))
         elif isinstance(item, list):
             stack.extend((child, f"{where}[{i}]") for i, child in enumerate(item))

@@ -18,7 +18,9 @@ def _counts(db) -> tuple[int, int]:
 
 
 def test_rollback_leaves_neither_order_nor_event(db, other_db):
-    orders.create_order(db, parse_create({"product_name": "mug", "unit_price": "9.50", "currency": "EUR"}))
+    orders.create_order(
+        db, parse_create({"product_name": "mug", "unit_price": "9.50", "currency": "EUR"})
+    )
     assert _counts(other_db) == (0, 0)  # not visible before commit
     db.rollback()
     assert _counts(other_db) == (0, 0)
@@ -44,7 +46,9 @@ def test_event_ids_are_unique_and_sorted_in_publish_order(db):
     db.commit()
     assert len(set(ids)) == 200
     assert ids == sorted(ids)
-    stored = [row.event_id for row in db(db.hookline_event).select(orderby=db.hookline_event.event_id)]
+    stored = [
+        row.event_id for row in db(db.hookline_event).select(orderby=db.hookline_event.event_id)
+    ]
     assert stored == ids
 
 

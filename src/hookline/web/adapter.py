@@ -1,4 +1,4 @@
-"""py4web <-> engine: turn py4web's request into a ``Request`` and a ``Response`` into the answer."""
+"""py4web <-> engine: py4web's request becomes a ``Request``; a ``Response`` becomes the answer."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ __all__ = ["answer", "call", "engine_request"]
 def _read_body(limit: int) -> bytes:
     # Refuse by Content-Length before reading, so an oversized body is never buffered.
     if request.content_length > limit:
-        raise PayloadTooLarge(f"request body is {request.content_length} bytes; the limit is {limit}")
+        raise PayloadTooLarge(
+            f"request body is {request.content_length} bytes; the limit is {limit}"
+        )
     data = request.body.read(limit + 1)
     if len(data) > limit:
         raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")

@@ -11,7 +11,7 @@ __all__ = ["APPS_FOLDER", "create_wsgi_app", "serve"]
 APPS_FOLDER = Path(__file__).resolve().parent / "apps"
 
 
-def create_wsgi_app(settings: Settings):  # noqa: ANN201 - ombott's app has no public type
+def create_wsgi_app(settings: Settings):
     """py4web's WSGI app for ``myapp``, with py4web's service files under the data directory."""
     import py4web.core
 

@@ -134,3 +134,29 @@ def test_runtime_state_stays_in_the_data_directory(server):
     assert leftovers == []
     assert any(server.data_dir.glob("*.sqlite")) or "HOOKLINE_DATABASE_URL" in server.env
     assert (server.data_dir / "py4web" / "session.secret").exists()
+
+
+def _post_chunked(server, chunks: list[bytes]) -> tuple[int, dict]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request(
+            "POST",
+            "/myapp/webhook",
+            body=iter(chunks),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            encode_chunked=True,
+        )
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def test_chunked_bodies_are_read_and_bounded(server):
+    status, body = _post_chunked(server, [b"order_id=chunk-1", b"&product_name=", b"chunky"])
+    assert (status, body) == (200, SEED_ANSWER)
+    status, body = _post_chunked(server, [b"order_id=chunk-2&product_name="] + [b"x" * 8192] * 10)
+    assert status == 413
+    assert "limit" in body["message"]

@@ -72,14 +72,15 @@ def serve(host: str, port: int, workers: int) -> None:
     settings = _settings()
     migrate(settings)
     shown_host = f"[{host}]" if ":" in host else host
-    console.print(f"hookline {__version__} listening on http://{shown_host}:{port}/myapp/")
-    console.print(f"  database: {describe_database(settings)}")
-    console.print(
-        f'  seed webhook: curl -X POST -d "order_id=1234&product_name=example" http://{shown_host}:{port}/myapp/webhook'
+    url = f"http://{shown_host}:{port}"
+    # Plain echo, not rich: the banner must not wrap in a log file or a narrow pipe.
+    click.echo(f"hookline {__version__} listening on {url}/myapp/")
+    click.echo(f"  database: {describe_database(settings)}")
+    click.echo(
+        f'  seed webhook: curl -X POST -d "order_id=1234&product_name=example" {url}/myapp/webhook'
     )
-    console.print(
-        "  API key: run `hookline keys create NAME` with the same"
-        " HOOKLINE_DATA_DIR / HOOKLINE_DATABASE_URL"
+    click.echo(
+        "  API key: `hookline keys create NAME` (same HOOKLINE_DATA_DIR / HOOKLINE_DATABASE_URL)"
     )
     sys.stdout.flush()
     from hookline.web.server import serve as serve_app

@@ -39,10 +39,9 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     raw = env.get(name, "").strip()
     if not raw:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if not raw.isascii() or not raw.isdigit():
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}")
+    value = int(raw)
     if not low <= value <= high:
         raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
     return value

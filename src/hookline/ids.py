@@ -36,7 +36,9 @@ def _next_ulid(now_ms: int | None = None) -> str:
         if ms <= _last_ms:
             # Same (or a backwards-stepped) millisecond: keep the order by counting up.
             ms = _last_ms
-            _last_random = (_last_random + 1) % (1 << _RANDOM_BITS)
+            _last_random += 1
+            if _last_random >> _RANDOM_BITS:  # the counter ran out: borrow the next millisecond
+                ms, _last_random = ms + 1, 0
         else:
             _last_random = int.from_bytes(os.urandom(10), "big")
         _last_ms = ms

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal
 from typing import Any
 
 from hookline.errors import Conflict, ValidationFailed
@@ -50,7 +50,11 @@ _ORDER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 _EMAIL = re.compile(
     r"[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})+"
 )
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Decimal() also takes "1_000" and unbounded text; a price is at most 40 plain characters.
+_PRICE = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[-+]?Infinity", re.I)
+_PRICE_MAX_CHARS = 40
+_EXACT = Context(prec=40)
 _MAX_QUANTITY = 1_000_000
 _MAX_PRICE_MINOR = 10**15
 
@@ -145,21 +149,27 @@ def _price_minor(raw: Any, currency: str | None, errors: dict[str, str]) -> int 
     raw = _scalar(raw, "unit_price", errors)
     if raw is None or "unit_price" in errors:
         return None
-    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+    text = repr(raw) if isinstance(raw, float) else str(raw).strip()
+    if (
+        isinstance(raw, bool)
+        or not isinstance(raw, str | int | float)
+        or len(text) > _PRICE_MAX_CHARS
+        or not _PRICE.fullmatch(text)
+    ):
         errors["unit_price"] = 'must be a decimal number such as "19.99"'
         return None
-    try:
-        amount = Decimal(str(raw).strip())
-    except InvalidOperation:
+    amount = Decimal(text)
+    if amount.is_nan():
         errors["unit_price"] = 'must be a decimal number such as "19.99"'
-        return None
-    if not amount.is_finite() or amount < 0:
+    elif amount < 0:
         errors["unit_price"] = "must be zero or more"
-        return None
-    if currency is None:
-        return None  # the missing currency is reported by the caller
+    elif amount.is_infinite() or amount.adjusted() >= 15:
+        errors["unit_price"] = "is too large"
+    if currency is None or "unit_price" in errors:
+        return None  # a missing currency is reported by the caller
     exponent = CURRENCY_EXPONENTS[currency]
-    minor = amount.scaleb(exponent)
+    # Exact: at most 40 characters in, 40 digits of precision, so nothing is rounded away.
+    minor = amount.scaleb(exponent, context=_EXACT)
     if minor != minor.to_integral_value():
         errors["unit_price"] = f"{currency} allows at most {exponent} decimal places"
         return None

@@ -35,22 +35,37 @@ EVENT_TYPES = frozenset(
 MAX_PAYLOAD_BYTES = 256 * 1024
 
 
+MAX_DEPTH = 64
+
+
 def _check_json(value: Any, path: str = "data") -> None:
-    # json.dumps would accept NaN and tuples and stringify int keys; receivers could not.
-    stack = [(value, path)]
+    # json.dumps would accept NaN and tuples and stringify int keys; receivers could not. The
+    # depth bound also stops self-referencing data, which would otherwise loop forever.
+    stack = [(value, path, 1)]
     while stack:
-        item, where = stack.pop()
+        item, where, depth = stack.pop()
+        if isinstance(item, dict | list) and depth > MAX_DEPTH:
+            raise InvalidEvent(
+                "event data is not JSON", errors={where: f"nested deeper than {MAX_DEPTH} levels"}
+            )
         if isinstance(item, dict):
             for key, child in item.items():
                 if not isinstance(key, str):
                     raise InvalidEvent(
                         "event data is not JSON", errors={where: "keys must be strings"}
                     )
-                stack.append((child, f"{where}.{key}"))
+                stack.append((child, f"{where}.{key}", depth + 1))
         elif isinstance(item, list):
-            stack.extend((child, f"{where}[{i}]") for i, child in enumerate(item))
+            stack.extend((child, f"{where}[{i}]", depth + 1) for i, child in enumerate(item))
         elif isinstance(item, float) and not math.isfinite(item):
             raise InvalidEvent("event data is not JSON", errors={where: "must be a finite number"})
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidEvent(
+                    "event data is not JSON", errors={where: "unpaired surrogate"}
+                ) from None
         elif item is not None and not isinstance(item, str | int | float | bool):
             raise InvalidEvent(
                 "event data is not JSON", errors={where: f"{type(item).__name__} is not JSON"}

@@ -8,6 +8,7 @@ strictness) lives here once and is tested without a server.
 from __future__ import annotations
 
 import json
+import math
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -162,18 +163,31 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _depth(value: Any, limit: int) -> int:
+def _refuse_non_finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise BadRequest(f"malformed JSON: number {text[:20]} is out of range")
+    return value
+
+
+def _check_decoded(value: Any) -> None:
     # Iterative, so a hostile document cannot exhaust the interpreter's stack.
-    deepest, stack = 0, [(value, 1)]
+    stack = [(value, 1)]
     while stack:
         item, level = stack.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, level)
-            if deepest > limit:
-                return deepest
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, level + 1) for child in children)
-    return deepest
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadRequest("malformed JSON: a string has an unpaired surrogate") from None
+        elif isinstance(item, dict | list):
+            if level > _MAX_JSON_DEPTH:
+                raise BadRequest(f"malformed JSON: nested deeper than {_MAX_JSON_DEPTH} levels")
+            if isinstance(item, dict):
+                stack.extend((key, level) for key in item)
+                stack.extend((child, level + 1) for child in item.values())
+            else:
+                stack.extend((child, level + 1) for child in item)
 
 
 def parse_json(body: bytes, charset: str | None = None) -> Any:
@@ -182,15 +196,21 @@ def parse_json(body: bytes, charset: str | None = None) -> Any:
     if not text.strip():
         raise BadRequest("malformed JSON: the body is empty")
     try:
-        value = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+        value = json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_float=_refuse_non_finite,
+            object_pairs_hook=_unique_keys,
+        )
     except json.JSONDecodeError as exc:
         raise BadRequest(
             f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
     except RecursionError:
         raise BadRequest(f"malformed JSON: nested deeper than {_MAX_JSON_DEPTH} levels") from None
-    if _depth(value, _MAX_JSON_DEPTH) > _MAX_JSON_DEPTH:
-        raise BadRequest(f"malformed JSON: nested deeper than {_MAX_JSON_DEPTH} levels")
+    except ValueError as exc:  # e.g. an integer longer than Python's digit limit
+        raise BadRequest(f"malformed JSON: {str(exc)[:100]}") from None
+    _check_decoded(value)
     return value
 
 

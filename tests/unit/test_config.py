@@ -1,0 +1,161 @@
+"""Unit tests for ``hookline.config``: ``Settings.from_env`` with a plain dict environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hookline.config import Settings, normalise_database_url
+from hookline.errors import ConfigError
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """An absolute, already-resolved data directory (no files are written to it)."""
+    return tmp_path.resolve()
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.from_env({})
+    expected_dir = (tmp_path / "var").resolve()
+    assert settings.data_dir == expected_dir
+    assert settings.database_url == f"sqlite://{expected_dir / 'hookline.sqlite'}"
+    assert settings.is_sqlite
+    assert settings.sqlite_path == expected_dir / "hookline.sqlite"
+    assert settings.migrations_dir == expected_dir / "databases"
+    assert settings.service_dir == expected_dir / "py4web"
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert (settings.web_workers, settings.web_threads) == (1, 8)
+    assert settings.max_body_bytes == 1024 * 1024
+    assert settings.sqlite_synchronous == "FULL"
+    assert settings.sqlite_busy_timeout_ms == 10_000
+    assert settings.db_pool_size == 10
+
+
+def test_blank_values_mean_default(data_dir: Path) -> None:
+    env = {
+        "HOOKLINE_DATA_DIR": str(data_dir),
+        "HOOKLINE_DATABASE_URL": "   ",
+        "HOOKLINE_HOST": " ",
+        "HOOKLINE_PORT": "",
+        "HOOKLINE_SQLITE_SYNCHRONOUS": " ",
+    }
+    settings = Settings.from_env(env)
+    assert settings.database_url == f"sqlite://{data_dir / 'hookline.sqlite'}"
+    assert settings.host == "127.0.0.1"
+    assert settings.port == 8000
+    assert settings.sqlite_synchronous == "FULL"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("postgresql://u:p@db:5432/hook", "postgres://u:p@db:5432/hook"),
+        ("postgresql+psycopg2://u:p@db/hook", "postgres://u:p@db/hook"),
+        ("postgres+psycopg2://u:p@db/hook", "postgres://u:p@db/hook"),
+        ("postgres://u:p@db/hook", "postgres://u:p@db/hook"),
+        ("postgres:psycopg2://u:p@db/hook", "postgres:psycopg2://u:p@db/hook"),
+        ("  postgresql://u@db/hook  ", "postgres://u@db/hook"),
+    ],
+)
+def test_postgres_urls(data_dir: Path, raw: str, expected: str) -> None:
+    settings = Settings.from_env({"HOOKLINE_DATA_DIR": str(data_dir), "HOOKLINE_DATABASE_URL": raw})
+    assert settings.database_url == expected
+    assert not settings.is_sqlite
+    assert settings.sqlite_path is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("sqlite://hook.db", "sqlite://{data}/hook.db"),
+        ("sqlite://sub/hook.db", "sqlite://{data}/sub/hook.db"),
+        ("sqlite:///abs/elsewhere.db", "sqlite:///abs/elsewhere.db"),
+    ],
+)
+def test_sqlite_path_is_absolute_under_data_dir(data_dir: Path, raw: str, expected: str) -> None:
+    settings = Settings.from_env({"HOOKLINE_DATA_DIR": str(data_dir), "HOOKLINE_DATABASE_URL": raw})
+    assert settings.database_url == expected.format(data=data_dir)
+    assert settings.sqlite_path is not None
+    assert settings.sqlite_path.is_absolute()
+
+
+def test_relative_data_dir_is_resolved(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.from_env({"HOOKLINE_DATA_DIR": "some/dir"})
+    assert settings.data_dir == (tmp_path / "some" / "dir").resolve()
+    assert settings.data_dir.is_absolute()
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "attribute", "expected"),
+    [
+        ("HOOKLINE_PORT", "8080", "port", 8080),
+        ("HOOKLINE_PORT", " 1 ", "port", 1),
+        ("HOOKLINE_PORT", "65535", "port", 65535),
+        ("HOOKLINE_WEB_WORKERS", "64", "web_workers", 64),
+        ("HOOKLINE_WEB_THREADS", "256", "web_threads", 256),
+        ("HOOKLINE_MAX_BODY_BYTES", "1", "max_body_bytes", 1),
+        ("HOOKLINE_MAX_BODY_BYTES", str(1 << 30), "max_body_bytes", 1 << 30),
+        ("HOOKLINE_SQLITE_BUSY_TIMEOUT_MS", "0", "sqlite_busy_timeout_ms", 0),
+        ("HOOKLINE_DB_POOL_SIZE", "0", "db_pool_size", 0),
+        ("HOOKLINE_SQLITE_SYNCHRONOUS", "normal", "sqlite_synchronous", "NORMAL"),
+        ("HOOKLINE_SQLITE_SYNCHRONOUS", " extra ", "sqlite_synchronous", "EXTRA"),
+        ("HOOKLINE_HOST", " 0.0.0.0 ", "host", "0.0.0.0"),
+    ],
+)
+def test_valid_values(
+    data_dir: Path, name: str, raw: str, attribute: str, expected: object
+) -> None:
+    settings = Settings.from_env({"HOOKLINE_DATA_DIR": str(data_dir), name: raw})
+    assert getattr(settings, attribute) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "message"),
+    [
+        ("HOOKLINE_PORT", "abc", "whole number"),
+        ("HOOKLINE_PORT", "80.5", "whole number"),
+        ("HOOKLINE_PORT", "0", "between 1 and 65535"),
+        ("HOOKLINE_PORT", "65536", "between 1 and 65535"),
+        ("HOOKLINE_PORT", "-1", "whole number"),
+        ("HOOKLINE_WEB_WORKERS", "0", "between 1 and 64"),
+        ("HOOKLINE_WEB_WORKERS", "65", "between 1 and 64"),
+        ("HOOKLINE_WEB_THREADS", "257", "between 1 and 256"),
+        ("HOOKLINE_MAX_BODY_BYTES", "0", "between"),
+        ("HOOKLINE_MAX_BODY_BYTES", str((1 << 30) + 1), "between"),
+        ("HOOKLINE_SQLITE_BUSY_TIMEOUT_MS", "600001", "between"),
+        ("HOOKLINE_DB_POOL_SIZE", "1001", "between"),
+        ("HOOKLINE_DB_POOL_SIZE", "ten", "whole number"),
+        ("HOOKLINE_SQLITE_SYNCHRONOUS", "OFF", "FULL, NORMAL, EXTRA"),
+        ("HOOKLINE_DATABASE_URL", "mysql://u@h/db", "must start with"),
+        ("HOOKLINE_DATABASE_URL", "sqlite:memory:", "must start with"),
+        ("HOOKLINE_DATABASE_URL", "hook.db", "must start with"),
+    ],
+)
+def test_bad_values(data_dir: Path, name: str, raw: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        Settings.from_env({"HOOKLINE_DATA_DIR": str(data_dir), name: raw})
+    assert name in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("postgresql://a/b", "postgres://a/b"),
+        ("sqlite://x.db", "sqlite://x.db"),
+        (" postgres://a/b ", "postgres://a/b"),
+    ],
+)
+def test_normalise_database_url(raw: str, expected: str) -> None:
+    assert normalise_database_url(raw) == expected
+
+
+def test_from_env_does_not_read_os_environ_when_given_a_dict(
+    monkeypatch: pytest.MonkeyPatch, data_dir: Path
+) -> None:
+    monkeypatch.setenv("HOOKLINE_PORT", "not-a-number")
+    settings = Settings.from_env({"HOOKLINE_DATA_DIR": str(data_dir)})
+    assert settings.port == 8000

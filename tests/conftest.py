@@ -19,7 +19,6 @@ from hookline.config import Settings
 from hookline.database import connect, migrate
 
 DEFAULT_POSTGRES_URL = "postgres://hookline:hookline@127.0.0.1:5432/hookline"
-HOOKLINE_TABLES = ("hookline_order", "hookline_event", "hookline_inbox", "hookline_api_key")
 
 
 def postgres_admin_url() -> str:
@@ -120,7 +119,8 @@ def settings(request, tmp_path: Path) -> Iterator[Settings]:
     yield settings
     db = connect(settings)
     try:
-        db.executesql(f"TRUNCATE {', '.join(HOOKLINE_TABLES)} RESTART IDENTITY")
+        tables = [name for name in db.tables if name.startswith("hookline_")]
+        db.executesql(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
         db.commit()
     finally:
         db.close()

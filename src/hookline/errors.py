@@ -13,6 +13,7 @@ them into a deliberate answer without knowing them one by one::
             ├── Unauthorized         401 missing, wrong or revoked credentials
             ├── NotFound             404 no such resource
             ├── Conflict             409 the resource's state does not allow this
+            │   └── StaleWrite       409 a concurrent change to the same record won
             ├── PayloadTooLarge      413 body over the configured limit
             ├── UnsupportedMediaType 415 content type we do not parse
             └── ValidationFailed     422 invalid fields (``errors`` names them)
@@ -32,6 +33,7 @@ __all__ = [
     "PayloadTooLarge",
     "RequestRefused",
     "ServiceUnavailable",
+    "StaleWrite",
     "Unauthorized",
     "UnsupportedMediaType",
     "ValidationFailed",
@@ -90,6 +92,10 @@ class Conflict(ClientError):
     """The resource's current state does not allow the change."""
 
     status = 409
+
+
+class StaleWrite(Conflict):
+    """A concurrent change to the same record won; re-read and retry."""
 
 
 class PayloadTooLarge(ClientError):

@@ -13,7 +13,7 @@ from typing import Any
 from pydal import DAL
 
 from hookline import order_rules
-from hookline.errors import Conflict, NotFound, ValidationFailed
+from hookline.errors import Conflict, NotFound, StaleWrite, ValidationFailed
 from hookline.ids import new_id
 from hookline.order_rules import OrderChanges
 from hookline.outbox import publish
@@ -106,7 +106,7 @@ def _compare_and_set(db: DAL, row: Any, values: dict[str, Any]) -> Any:
         version=row.version + 1, **values
     )
     if not updated:
-        raise Conflict(
+        raise StaleWrite(
             f"order {row.order_id!r} was changed by another request; retry",
             errors={"version": "stale"},
         )
@@ -187,6 +187,7 @@ def list_orders(
     db: DAL, *, status: str | None = None, limit: int = 50, cursor: int | None = None
 ) -> dict[str, Any]:
     """A page of orders, newest first: ``{"data", "has_more", "next_cursor"}``."""
+    limit = max(1, min(limit, MAX_PAGE))
     table = db.hookline_order
     query = table.id > 0
     if status is not None:

@@ -13,7 +13,7 @@ from pydal import DAL
 
 from hookline import inbox, order_rules, orders
 from hookline.database import driver_errors
-from hookline.errors import ClientError
+from hookline.errors import ClientError, StaleWrite
 from hookline.timeutil import utcnow
 from hookline.webio import (
     Request,
@@ -29,7 +29,7 @@ __all__ = ["ORDERS_SOURCE", "SUCCESS", "receive_order_webhook"]
 
 ORDERS_SOURCE = "orders"
 SUCCESS = {"status": "success", "message": "Webhook processed"}
-_RACE_RETRIES = 3
+_RACE_RETRIES = 10
 
 
 def _process(db: DAL, request: Request, message_id: str | None, now: dt.datetime) -> Response:
@@ -59,7 +59,9 @@ def receive_order_webhook(
     if request.method != "POST":
         return text_response(400, "Invalid request")
     now = now or utcnow()
-    races = driver_errors(db, "IntegrityError")
+    # Losing a race to a concurrent request for the same order or message is not the sender's
+    # fault: roll back and go again; the retry sees the winner's committed row.
+    races = (*driver_errors(db, "IntegrityError"), StaleWrite)
     try:
         check_size(request.body, max_body_bytes)
         message_id = inbox.message_id_of(request)
@@ -67,8 +69,6 @@ def receive_order_webhook(
             try:
                 return _process(db, request, message_id, now)
             except races:
-                # A concurrent request created the same order or message first: the retry sees
-                # its committed row and updates or replays instead.
                 db.rollback()
         return _process(db, request, message_id, now)
     except ClientError as error:

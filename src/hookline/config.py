@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hookline.errors import ConfigError
@@ -30,6 +30,21 @@ SETTINGS_HELP: dict[str, tuple[str, str]] = {
     "HOOKLINE_SQLITE_SYNCHRONOUS": ("FULL", "SQLite `synchronous` pragma: FULL or NORMAL"),
     "HOOKLINE_SQLITE_BUSY_TIMEOUT_MS": ("10000", "how long a SQLite writer waits for the lock"),
     "HOOKLINE_DB_POOL_SIZE": ("10", "PostgreSQL connections kept per process"),
+    "HOOKLINE_SECRET_KEY": (
+        "generated into <data dir>/secret.key",
+        "Fernet key(s), comma-separated, that encrypt endpoint secrets at rest (first encrypts)",
+    ),
+    "HOOKLINE_ALLOW_NETWORKS": (
+        "(none)",
+        "CIDR list outbound deliveries may reach although private/loopback, e.g. 127.0.0.0/8",
+    ),
+    "HOOKLINE_HTTPS_ONLY": ("false", "refuse endpoint URLs that are not https://"),
+    "HOOKLINE_WORKER": ("true", "whether `hookline serve` also runs the delivery worker"),
+    "HOOKLINE_WORKER_CONCURRENCY": ("256", "deliveries one worker sends at once"),
+    "HOOKLINE_LEASE_SECONDS": ("60", "how long a claimed delivery stays with its worker"),
+    "HOOKLINE_DISABLE_AFTER_DAYS": ("5", "disable an endpoint failing continuously this long"),
+    "HOOKLINE_RETENTION_DAYS": ("30", "what the worker's daily purge keeps"),
+    "HOOKLINE_MAX_PAYLOAD_BYTES": ("262144", "largest event payload `publish` accepts"),
 }
 
 _SYNCHRONOUS = ("FULL", "NORMAL", "EXTRA")
@@ -45,6 +60,17 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     if not low <= value <= high:
         raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
     return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
 def normalise_database_url(url: str) -> str:
@@ -74,6 +100,15 @@ class Settings:
     sqlite_synchronous: str = "FULL"
     sqlite_busy_timeout_ms: int = 10_000
     db_pool_size: int = 10
+    secret_key: str = field(default="", repr=False)
+    allow_networks: str = ""
+    https_only: bool = False
+    run_worker: bool = True
+    worker_concurrency: int = 256
+    lease_seconds: int = 60
+    disable_after_days: int = 5
+    retention_days: int = 30
+    max_payload_bytes: int = 256 * 1024
 
     @property
     def is_sqlite(self) -> bool:
@@ -122,4 +157,13 @@ class Settings:
             sqlite_synchronous=synchronous,
             sqlite_busy_timeout_ms=_int(env, "HOOKLINE_SQLITE_BUSY_TIMEOUT_MS", 10_000, 0, 600_000),
             db_pool_size=_int(env, "HOOKLINE_DB_POOL_SIZE", 10, 0, 1000),
+            secret_key=env.get("HOOKLINE_SECRET_KEY", "").strip(),
+            allow_networks=env.get("HOOKLINE_ALLOW_NETWORKS", "").strip(),
+            https_only=_bool(env, "HOOKLINE_HTTPS_ONLY", False),
+            run_worker=_bool(env, "HOOKLINE_WORKER", True),
+            worker_concurrency=_int(env, "HOOKLINE_WORKER_CONCURRENCY", 256, 1, 10_000),
+            lease_seconds=_int(env, "HOOKLINE_LEASE_SECONDS", 60, 5, 86_400),
+            disable_after_days=_int(env, "HOOKLINE_DISABLE_AFTER_DAYS", 5, 1, 3650),
+            retention_days=_int(env, "HOOKLINE_RETENTION_DAYS", 30, 1, 36_500),
+            max_payload_bytes=_int(env, "HOOKLINE_MAX_PAYLOAD_BYTES", 256 * 1024, 1, 64 << 20),
         )

@@ -1,7 +1,7 @@
 """The transactional outbox: ``publish`` writes an event in the caller's transaction.
 
-The event row is inserted through the same ``db`` connection as the change that caused it and is
-never committed here: it becomes visible exactly when the caller commits, and vanishes when the
+The event row (and its deliveries, see ``fanout``) is inserted through the same ``db``
+connection as the change that caused it and is never committed here: it becomes visible exactly when the caller commits, and vanishes when the
 caller rolls back (no phantom event, no lost event). Delivery reads committed events only.
 """
 
@@ -15,6 +15,7 @@ from typing import Any
 from pydal import DAL
 
 from hookline.errors import InvalidEvent
+from hookline.fanout import fan_out, subscribers
 from hookline.ids import new_id
 from hookline.timeutil import isoformat, utcnow
 
@@ -104,16 +105,21 @@ def publish(
     *,
     now: dt.datetime | None = None,
     max_bytes: int = MAX_PAYLOAD_BYTES,
+    endpoint_ids: list[int] | None = None,
 ) -> str:
     """Record event ``event_type`` with ``data`` in the caller's open transaction; return its id.
 
-    Nothing is committed here. Raises ``InvalidEvent`` (and writes nothing) for an unknown type,
-    data that is not a JSON object, or a payload over ``max_bytes``.
+    The event is fanned out in the same transaction: one pending delivery per enabled endpoint
+    subscribed to the type (or, with ``endpoint_ids``, to exactly those endpoints, as a ping
+    does). Nothing is committed here. Raises ``InvalidEvent`` (and writes nothing) for an
+    unknown type, data that is not a JSON object, or a payload over ``max_bytes``.
     """
     created_at = now or utcnow()
     payload = build_payload(event_type, data, created_at, max_bytes=max_bytes)
     event_id = new_id("evt")
-    db.hookline_event.insert(
+    row_id = db.hookline_event.insert(
         event_id=event_id, type=event_type, payload=payload, created_at=created_at
     )
+    targets = subscribers(db, event_type) if endpoint_ids is None else endpoint_ids
+    fan_out(db, row_id, targets, created_at)
     return event_id

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydal import DAL, Field
 
-__all__ = ["ORDER_STATUSES", "define_tables", "ensure_indexes"]
+__all__ = ["DELIVERY_STATUSES", "ORDER_STATUSES", "define_tables", "ensure_indexes"]
 
 ORDER_STATUSES = ("pending", "paid", "shipped", "cancelled")
 
@@ -19,7 +19,25 @@ _INDEXES = (
     "CREATE UNIQUE INDEX IF NOT EXISTS hookline_inbox_message_idx"
     " ON hookline_inbox (source, message_id)",
     "CREATE INDEX IF NOT EXISTS hookline_inbox_received_idx ON hookline_inbox (received_at)",
+    # The claim reads due deliveries in time order from this partial index: O(log n) however
+    # many deliveries wait in the future or are finished.
+    "CREATE INDEX IF NOT EXISTS hookline_delivery_due_idx"
+    " ON hookline_delivery (next_attempt_at) WHERE status = 'pending'",
+    "CREATE INDEX IF NOT EXISTS hookline_delivery_lease_idx"
+    " ON hookline_delivery (lease_until) WHERE status = 'sending'",
+    # In-flight counts and FIFO's "is an earlier one unfinished?" per endpoint.
+    "CREATE INDEX IF NOT EXISTS hookline_delivery_endpoint_idx"
+    " ON hookline_delivery (endpoint, status, id)",
+    "CREATE INDEX IF NOT EXISTS hookline_delivery_event_idx ON hookline_delivery (event)",
+    "CREATE INDEX IF NOT EXISTS hookline_delivery_created_idx ON hookline_delivery (created_at)",
+    "CREATE INDEX IF NOT EXISTS hookline_attempt_delivery_idx ON hookline_attempt (delivery, id)",
+    "CREATE INDEX IF NOT EXISTS hookline_attempt_started_idx ON hookline_attempt (started_at)",
+    "CREATE INDEX IF NOT EXISTS hookline_endpoint_secret_idx"
+    " ON hookline_endpoint_secret (endpoint)",
 )
+
+#: Delivery states (DESIGN §5).
+DELIVERY_STATUSES = ("pending", "sending", "succeeded", "failed", "discarded")
 
 
 def define_tables(db: DAL, *, migrate: bool = False) -> DAL:
@@ -74,7 +92,76 @@ def define_tables(db: DAL, *, migrate: bool = False) -> DAL:
         Field("revoked_at", "datetime"),
         migrate=migrate,
     )
+    _define_delivery_tables(db, migrate)
     return db
+
+
+def _define_delivery_tables(db: DAL, migrate: bool) -> None:
+    # Flags are integers 0/1, not pydal booleans ('T'/'F' strings), and queue times are epoch
+    # seconds (double), not pydal datetimes (stored to the second): the claim SQL reads them.
+    db.define_table(
+        "hookline_endpoint",
+        Field("endpoint_id", "string", length=32, notnull=True, unique=True),
+        Field("url", "string", length=2048, notnull=True),
+        Field("description", "string", length=512, notnull=True, default=""),
+        Field("event_types", "text", notnull=True, default="[]"),
+        Field("custom_headers", "text", notnull=True, default="{}"),
+        Field("signing_key_enc", "text"),
+        Field("enabled", "integer", notnull=True, default=1),
+        Field("disabled_reason", "string", length=512),
+        Field("disabled_at", "datetime"),
+        Field("retry_schedule", "text"),
+        Field("timeout_s", "double", notnull=True, default=15.0),
+        Field("connect_timeout_s", "double", notnull=True, default=5.0),
+        Field("max_in_flight", "integer", notnull=True, default=20),
+        Field("rate_limit", "double"),
+        Field("fifo", "integer", notnull=True, default=0),
+        Field("next_send_at", "double"),
+        Field("failing_since", "datetime"),
+        Field("created_at", "datetime", notnull=True),
+        Field("updated_at", "datetime", notnull=True),
+        Field("deleted_at", "datetime"),
+        migrate=migrate,
+    )
+    db.define_table(
+        "hookline_endpoint_secret",
+        Field("endpoint", "reference hookline_endpoint", notnull=True, ondelete="CASCADE"),
+        Field("secret_enc", "text", notnull=True),
+        Field("created_at", "datetime", notnull=True),
+        Field("expires_at", "datetime"),
+        migrate=migrate,
+    )
+    db.define_table(
+        "hookline_delivery",
+        Field("delivery_id", "string", length=32, notnull=True, unique=True),
+        Field("event", "reference hookline_event", notnull=True, ondelete="CASCADE"),
+        Field("endpoint", "reference hookline_endpoint", notnull=True, ondelete="CASCADE"),
+        Field("status", "string", length=16, notnull=True, default="pending"),
+        Field("attempts", "integer", notnull=True, default=0),
+        Field("next_attempt_at", "double", notnull=True),
+        Field("lease_until", "double"),
+        Field("lease_owner", "string", length=64),
+        Field("last_status_code", "integer"),
+        Field("last_error", "text"),
+        Field("created_at", "datetime", notnull=True),
+        Field("updated_at", "datetime", notnull=True),
+        Field("finished_at", "datetime"),
+        migrate=migrate,
+    )
+    db.define_table(
+        "hookline_attempt",
+        Field("delivery", "reference hookline_delivery", notnull=True, ondelete="CASCADE"),
+        Field("number", "integer", notnull=True),
+        Field("started_at", "datetime", notnull=True),
+        Field("duration_ms", "double"),
+        Field("status_code", "integer"),
+        Field("response_headers", "text"),
+        Field("response_body", "text"),
+        Field("error", "text"),
+        Field("outcome", "string", length=16, notnull=True),
+        Field("worker", "string", length=64),
+        migrate=migrate,
+    )
 
 
 def ensure_indexes(db: DAL) -> None:

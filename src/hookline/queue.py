@@ -1,0 +1,459 @@
+"""The delivery queue: claim due deliveries with a lease, record outcomes, recover lost leases.
+
+The SQL that matters is written here once per dialect, where it can be read:
+
+- **claim**: due pending deliveries in time order (partial index on ``next_attempt_at``), FIFO
+  endpoints only at their oldest unfinished delivery; on PostgreSQL ``FOR UPDATE SKIP LOCKED`` so
+  workers never wait for or take each other's rows; on SQLite one writer at a time
+  (``BEGIN IMMEDIATE``). Endpoint budgets (``max_in_flight``, ``rate_limit``) are read under a
+  lock, so they hold across every worker on the database.
+- **record**: one transaction per batch of results; a result only lands if its delivery is
+  still leased by the worker that sent it.
+- **recover**: a lease that ran out (the worker died) counts as a failed attempt and the delivery
+  goes back through the retry policy, so nothing claimed is ever lost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydal import DAL
+
+from hookline import endpoints
+from hookline.fanout import is_postgres
+from hookline.ids import new_id
+from hookline.retry import (
+    AttemptOutcome,
+    RetryDecision,
+    RetryPolicy,
+    decide,
+    should_disable_endpoint,
+)
+from hookline.timeutil import from_epoch, sql_datetime, to_epoch
+
+__all__ = [
+    "Claimed",
+    "EndpointBudget",
+    "SendResult",
+    "claim",
+    "new_worker_id",
+    "plan_claims",
+    "next_due",
+    "record_results",
+    "recover_expired",
+]
+
+#: How far ahead a rate-limited endpoint's slots may be handed out in one claim.
+RATE_HORIZON_S = 1.0
+MAX_RESPONSE_BODY = 20 * 1024
+
+
+def new_worker_id() -> str:
+    """A name for this worker process, recorded on its leases and attempts."""
+    import os
+    import socket
+
+    return f"{socket.gethostname()[:30]}:{os.getpid()}:{new_id('wk')[-6:]}"
+
+
+def _sql(db: DAL, statement: str) -> str:
+    # Written with %s placeholders (psycopg2); sqlite3 wants ?.
+    return statement if is_postgres(db) else statement.replace("%s", "?")
+
+
+def _in(values: Sequence[Any]) -> str:
+    return ", ".join(["%s"] * len(values))
+
+
+@dataclass(frozen=True)
+class EndpointBudget:
+    """What an endpoint allows right now: in-flight room and its rate-limit schedule."""
+
+    max_in_flight: int
+    in_flight: int
+    rate_limit: float | None
+    next_send_at: float | None
+
+
+def plan_claims(
+    candidates: Sequence[tuple[int, int]],
+    budgets: dict[int, EndpointBudget],
+    now: float,
+    capacity: int,
+) -> tuple[list[tuple[int, float]], dict[int, float]]:
+    """Choose which candidate ``(delivery, endpoint)`` pairs to claim (pure).
+
+    Returns ``[(delivery, not_before)]`` in candidate order and the new ``next_send_at`` of each
+    rate-limited endpoint that was given slots. An endpoint at ``max_in_flight`` gets nothing; a
+    rate-limited one gets slots ``1/rate`` apart, no further than ``RATE_HORIZON_S`` ahead.
+    """
+    in_flight = {ep: b.in_flight for ep, b in budgets.items()}
+    next_slot = {ep: max(now, b.next_send_at or now) for ep, b in budgets.items() if b.rate_limit}
+    chosen: list[tuple[int, float]] = []
+    for delivery, endpoint in candidates:
+        if len(chosen) >= capacity:
+            break
+        budget = budgets[endpoint]
+        if in_flight[endpoint] >= budget.max_in_flight:
+            continue
+        not_before = now
+        if budget.rate_limit:
+            slot = next_slot[endpoint]
+            if slot > now + RATE_HORIZON_S:
+                continue
+            not_before = slot
+            next_slot[endpoint] = slot + 1.0 / budget.rate_limit
+        in_flight[endpoint] += 1
+        chosen.append((delivery, not_before))
+    changed = {
+        ep: slot
+        for ep, slot in next_slot.items()
+        if slot != max(now, budgets[ep].next_send_at or now)
+    }
+    return chosen, changed
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A leased delivery with everything the sender needs."""
+
+    delivery_row: int
+    delivery_id: str
+    attempt: int
+    not_before: float
+    event_id: str
+    payload: bytes
+    endpoint_row: int
+    endpoint_id: str
+    url: str
+    headers: dict[str, str]
+    timeout_s: float
+    connect_timeout_s: float
+    retry_schedule: tuple[float, ...] | None
+    signing_key_enc: str | None
+    lease_owner: str
+
+
+_CANDIDATES = """
+SELECT d.id, d.endpoint FROM hookline_delivery d
+JOIN hookline_endpoint e ON e.id = d.endpoint
+WHERE d.status = 'pending' AND d.next_attempt_at <= %s AND e.enabled = 1
+  AND (e.fifo = 0 OR NOT EXISTS (
+        SELECT 1 FROM hookline_delivery p
+        WHERE p.endpoint = d.endpoint AND p.id < d.id AND p.status IN ('pending', 'sending')))
+ORDER BY d.next_attempt_at
+LIMIT %s
+"""
+
+_CLAIMED = """
+SELECT d.id, d.delivery_id, d.attempts, ev.event_id, ev.payload, e.id, e.endpoint_id, e.url,
+       e.custom_headers, e.timeout_s, e.connect_timeout_s, e.retry_schedule, e.signing_key_enc
+FROM hookline_delivery d
+JOIN hookline_event ev ON ev.id = d.event
+JOIN hookline_endpoint e ON e.id = d.endpoint
+WHERE d.id IN ({ids})
+"""
+
+
+def _begin_write(db: DAL) -> None:
+    db.commit()  # close any read snapshot: the claim must see the newest committed state
+    if not is_postgres(db):
+        db.executesql("BEGIN IMMEDIATE")
+
+
+def claim(db: DAL, worker: str, *, now: float, capacity: int, lease_s: float) -> list[Claimed]:
+    """Lease up to ``capacity`` due deliveries to ``worker``; commits. Returns what it leased."""
+    if capacity <= 0:
+        return []
+    _begin_write(db)
+    try:
+        suffix = " FOR UPDATE OF d SKIP LOCKED" if is_postgres(db) else ""
+        candidates = [
+            (int(r[0]), int(r[1]))
+            for r in db.executesql(_sql(db, _CANDIDATES + suffix), placeholders=[now, capacity * 4])
+        ]
+        if not candidates:
+            db.commit()
+            return []
+        budgets = _budgets(db, sorted({ep for _, ep in candidates}))
+        chosen, next_send = plan_claims(candidates, budgets, now, capacity)
+        if not chosen:
+            db.commit()
+            return []
+        cursor = db._adapter.cursor
+        cursor.executemany(
+            _sql(
+                db,
+                "UPDATE hookline_delivery SET status = 'sending', attempts = attempts + 1,"
+                " lease_owner = %s, lease_until = %s WHERE id = %s",
+            ),
+            [(worker, not_before + lease_s, delivery) for delivery, not_before in chosen],
+        )
+        if next_send:
+            cursor.executemany(
+                _sql(db, "UPDATE hookline_endpoint SET next_send_at = %s WHERE id = %s"),
+                [(slot, ep) for ep, slot in next_send.items()],
+            )
+        ids = [delivery for delivery, _ in chosen]
+        rows = db.executesql(_sql(db, _CLAIMED.format(ids=_in(ids))), placeholders=ids)
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
+    not_before = dict(chosen)
+    return [_claimed(row, not_before[int(row[0])], worker) for row in rows]
+
+
+def _budgets(db: DAL, endpoint_ids: list[int]) -> dict[int, EndpointBudget]:
+    lock = " ORDER BY id FOR UPDATE" if is_postgres(db) else ""
+    settings = db.executesql(
+        _sql(
+            db,
+            "SELECT id, max_in_flight, rate_limit, next_send_at FROM hookline_endpoint"
+            f" WHERE id IN ({_in(endpoint_ids)}){lock}",
+        ),
+        placeholders=endpoint_ids,
+    )
+    counts = dict(
+        db.executesql(
+            _sql(
+                db,
+                "SELECT endpoint, COUNT(*) FROM hookline_delivery WHERE status = 'sending'"
+                f" AND endpoint IN ({_in(endpoint_ids)}) GROUP BY endpoint",
+            ),
+            placeholders=endpoint_ids,
+        )
+    )
+    return {
+        int(ep): EndpointBudget(int(limit), int(counts.get(ep, 0)), rate, next_send)
+        for ep, limit, rate, next_send in settings
+    }
+
+
+def _as_bytes(value: Any) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else bytes(value)
+
+
+def _claimed(row: Sequence[Any], not_before: float, worker: str) -> Claimed:
+    schedule = json.loads(row[11]) if row[11] else None
+    return Claimed(
+        delivery_row=int(row[0]),
+        delivery_id=row[1],
+        attempt=int(row[2]),
+        not_before=not_before,
+        event_id=row[3],
+        payload=_as_bytes(row[4]),
+        endpoint_row=int(row[5]),
+        endpoint_id=row[6],
+        url=row[7],
+        headers=json.loads(row[8]),
+        timeout_s=float(row[9]),
+        connect_timeout_s=float(row[10]),
+        retry_schedule=tuple(schedule) if schedule else None,
+        signing_key_enc=row[12],
+        lease_owner=worker,
+    )
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What one attempt produced, ready to be recorded."""
+
+    delivery_row: int
+    endpoint_row: int
+    endpoint_id: str
+    attempt: int
+    lease_owner: str | None
+    started_at: float
+    duration_ms: float | None
+    status_code: int | None
+    response_headers: dict[str, str] = field(default_factory=dict)
+    response_body: bytes = b""
+    error: str | None = None
+    retry_schedule: tuple[float, ...] | None = None
+
+
+def _policy(schedule: tuple[float, ...] | None, default: RetryPolicy) -> RetryPolicy:
+    return default if schedule is None else RetryPolicy(schedule=schedule, jitter=default.jitter)
+
+
+def record_results(
+    db: DAL,
+    results: Sequence[SendResult],
+    *,
+    now: float,
+    policy: RetryPolicy,
+    rng: random.Random,
+    disable_after: dt.timedelta,
+) -> list[RetryDecision]:
+    """Record attempts and move each delivery on as the retry policy decides; commits.
+
+    Endpoint bookkeeping happens in the same transaction: a success clears the failure clock, a
+    failure starts it, ``410 Gone`` or a clock older than ``disable_after`` disables the endpoint.
+    """
+    if not results:
+        return []
+    now_dt = from_epoch(now)
+    decisions = [
+        decide(
+            _policy(r.retry_schedule, policy),
+            r.attempt,
+            AttemptOutcome(r.status_code, r.error, r.response_headers.get("retry-after")),
+            now_dt,
+            rng,
+        )
+        for r in results
+    ]
+    _begin_write(db)
+    try:
+        cursor = db._adapter.cursor
+        cursor.executemany(
+            _sql(
+                db,
+                "INSERT INTO hookline_attempt (delivery, number, started_at, duration_ms,"
+                " status_code, response_headers, response_body, error, outcome, worker)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            ),
+            [
+                (
+                    r.delivery_row,
+                    r.attempt,
+                    sql_datetime(from_epoch(r.started_at)),
+                    r.duration_ms,
+                    r.status_code,
+                    json.dumps(r.response_headers) if r.response_headers else None,
+                    r.response_body[:MAX_RESPONSE_BODY].decode("utf-8", "replace") or None,
+                    r.error,
+                    d.action,
+                    r.lease_owner,
+                )
+                for r, d in zip(results, decisions, strict=True)
+            ],
+        )
+        stamp = sql_datetime(now_dt)
+        cursor.executemany(
+            _sql(
+                db,
+                "UPDATE hookline_delivery SET status = %s, next_attempt_at = %s,"
+                " last_status_code = %s, last_error = %s, lease_owner = NULL, lease_until = NULL,"
+                " updated_at = %s, finished_at = %s"
+                " WHERE id = %s AND status = 'sending' AND lease_owner = %s",
+            ),
+            [
+                (
+                    "pending" if d.action == "retry" else d.action,
+                    to_epoch(d.next_attempt_at) if d.next_attempt_at else now,
+                    r.status_code,
+                    (r.error or d.reason)[:2000] if d.action != "succeeded" else None,
+                    stamp,
+                    None if d.action == "retry" else stamp,
+                    r.delivery_row,
+                    r.lease_owner,
+                )
+                for r, d in zip(results, decisions, strict=True)
+            ],
+        )
+        _endpoint_health(db, results, decisions, now_dt, disable_after)
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
+    return decisions
+
+
+def _endpoint_health(
+    db: DAL,
+    results: Sequence[SendResult],
+    decisions: Sequence[RetryDecision],
+    now: dt.datetime,
+    disable_after: dt.timedelta,
+) -> None:
+    succeeded = {
+        r.endpoint_row for r, d in zip(results, decisions, strict=True) if d.action == "succeeded"
+    }
+    failed = {
+        r.endpoint_row for r, d in zip(results, decisions, strict=True) if d.action != "succeeded"
+    }
+    gone = {
+        r.endpoint_id: d.reason
+        for r, d in zip(results, decisions, strict=True)
+        if d.disable_endpoint
+    }
+    table = db.hookline_endpoint
+    if succeeded:
+        db(table.id.belongs(succeeded) & (table.failing_since != None)).update(  # noqa: E711
+            failing_since=None
+        )
+    failed -= succeeded
+    if failed:
+        db(table.id.belongs(failed) & (table.failing_since == None)).update(  # noqa: E711
+            failing_since=now
+        )
+        rows = db(table.id.belongs(failed) & (table.enabled == 1)).select(
+            table.endpoint_id, table.failing_since
+        )
+        for row in rows:
+            if should_disable_endpoint(row.failing_since, now, disable_after):
+                gone.setdefault(
+                    row.endpoint_id,
+                    f"failing continuously since {row.failing_since.isoformat()}Z",
+                )
+    for endpoint_id, reason in gone.items():
+        endpoints.set_enabled(db, endpoint_id, False, reason=reason, now=now)
+
+
+_EXPIRED = """
+SELECT d.id, d.endpoint, e.endpoint_id, d.attempts, d.lease_owner, d.lease_until, e.retry_schedule
+FROM hookline_delivery d JOIN hookline_endpoint e ON e.id = d.endpoint
+WHERE d.status = 'sending' AND d.lease_until < %s
+ORDER BY d.lease_until
+LIMIT %s
+"""
+
+LEASE_EXPIRED = "lease expired: the worker stopped before recording a result"
+
+
+def recover_expired(
+    db: DAL,
+    *,
+    now: float,
+    policy: RetryPolicy,
+    rng: random.Random,
+    disable_after: dt.timedelta,
+    limit: int = 500,
+) -> int:
+    """Deliveries whose lease ran out are recorded as a failed attempt and retried; commits."""
+    db.commit()
+    rows = db.executesql(_sql(db, _EXPIRED), placeholders=[now, limit])
+    results = [
+        SendResult(
+            delivery_row=int(r[0]),
+            endpoint_row=int(r[1]),
+            endpoint_id=r[2],
+            attempt=int(r[3]),
+            lease_owner=r[4],
+            started_at=float(r[5]),
+            duration_ms=None,
+            status_code=None,
+            error=LEASE_EXPIRED,
+            retry_schedule=tuple(json.loads(r[6])) if r[6] else None,
+        )
+        for r in rows
+    ]
+    record_results(db, results, now=now, policy=policy, rng=rng, disable_after=disable_after)
+    return len(results)
+
+
+def next_due(db: DAL) -> float | None:
+    """When the earliest pending delivery is due (epoch seconds), or ``None``."""
+    db.commit()
+    row = db.executesql(
+        "SELECT MIN(next_attempt_at) FROM hookline_delivery WHERE status = 'pending'"
+    )
+    db.commit()
+    return float(row[0][0]) if row and row[0][0] is not None else None

@@ -1,0 +1,382 @@
+"""The delivery worker: claim -> sign -> send -> record, in one readable loop.
+
+One asyncio loop sends concurrently through a ``Transport``; every database call runs on one
+dedicated thread (pydal connections belong to the thread that opened them), so the loop never
+blocks on the database. Results are written in batches: whatever finished while the previous
+batch was being written goes into the next one (group commit).
+
+Wake-ups, so nothing waits on a fixed sleep: on PostgreSQL a ``LISTEN`` on the channel that
+``publish`` notifies at commit; on SQLite a watch on the write-ahead log, which changes with every
+commit of any process; in both a bounded poll and a timer for the next scheduled retry.
+
+Signals: the first SIGTERM/SIGINT stops claiming, lets in-flight attempts finish and records
+them; a second one exits at once (leases then expire and other workers take the deliveries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+import random
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from hookline import __version__, queue, signing
+from hookline.config import Settings
+from hookline.database import connect
+from hookline.fanout import NOTIFY_CHANNEL
+from hookline.netguard import NetworkPolicy
+from hookline.queue import Claimed, SendResult
+from hookline.retry import RetryPolicy
+from hookline.secretbox import SecretBox, load_secret_box
+from hookline.transport import AiohttpTransport, OutboundRequest, Transport
+
+__all__ = ["Worker", "WorkerStats", "run_worker"]
+
+log = logging.getLogger("hookline.worker")
+T = TypeVar("T")
+
+POLL_INTERVAL_S = 1.0
+WAL_WATCH_INTERVAL_S = 0.005
+SECRETS_TTL_S = 5.0
+RECOVER_EVERY_S = 5.0
+MAX_BATCH = 500
+
+
+@dataclass
+class WorkerStats:
+    """What a worker did."""
+
+    claimed: int = 0
+    recorded: int = 0
+    succeeded: int = 0
+    recovered: int = 0
+
+
+class Worker:
+    """Delivers due deliveries until stopped (or, with ``burst``, until none is due)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: Transport | None = None,
+        policy: RetryPolicy | None = None,
+        concurrency: int | None = None,
+        worker_id: str | None = None,
+        burst: bool = False,
+        max_deliveries: int | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.concurrency = concurrency or settings.worker_concurrency
+        self.transport = transport or AiohttpTransport(
+            NetworkPolicy.from_settings(settings.allow_networks, settings.https_only),
+            limit=self.concurrency,
+            limit_per_host=0,
+            user_agent=f"hookline/{__version__}",
+        )
+        self.policy = policy or RetryPolicy()
+        self.worker_id = worker_id or queue.new_worker_id()
+        self.burst = burst
+        self.max_deliveries = max_deliveries
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.stats = WorkerStats()
+        self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="hookline-db")
+        self._db: Any = None
+        self._box: SecretBox | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._results: list[SendResult] = []
+        self._secrets: dict[int, tuple[float, list[str]]] = {}
+        self._signing_keys: dict[str, str] = {}
+        self._disable_after = dt.timedelta(days=settings.disable_after_days)
+
+    async def _on_db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._db_thread, lambda: fn(*args, **kwargs))
+
+    def stop(self) -> None:
+        """Stop claiming; in-flight attempts finish and are recorded."""
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> WorkerStats:
+        """The loop: claim, send, record, sleep until woken; returns the stats when done."""
+        self._db = await self._on_db(connect, self.settings)
+        self._box = load_secret_box(self.settings.secret_key or None, self.settings.data_dir)
+        waker = asyncio.create_task(self._wakeups())
+        last_recover = 0.0
+        try:
+            while True:
+                now = self.clock()
+                if now - last_recover >= RECOVER_EVERY_S:
+                    last_recover = now
+                    self.stats.recovered += await self._on_db(
+                        queue.recover_expired,
+                        self._db,
+                        now=now,
+                        policy=self.policy,
+                        rng=self.rng,
+                        disable_after=self._disable_after,
+                    )
+                claimed = await self._claim() if not self._stopping else 0
+                await self._flush()
+                if self._done(claimed):
+                    break
+                if claimed == 0 or len(self._inflight) >= self.concurrency:
+                    await self._sleep()
+            while self._inflight:
+                await asyncio.wait(set(self._inflight))
+            await self._flush()
+        finally:
+            waker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waker
+            await self.transport.close()
+            if self._db is not None:
+                await self._on_db(self._db.close)
+            self._db_thread.shutdown(wait=True)
+        return self.stats
+
+    def _room(self) -> int:
+        room = self.concurrency - len(self._inflight)
+        if self.max_deliveries is not None:
+            room = min(room, self.max_deliveries - self.stats.claimed)
+        return max(room, 0)
+
+    def _done(self, claimed: int) -> bool:
+        if self._stopping:
+            return not self._inflight
+        if self.max_deliveries is not None and self.stats.claimed >= self.max_deliveries:
+            return not self._inflight and not self._results
+        if self.burst and claimed == 0 and not self._inflight and not self._results:
+            return True
+        return False
+
+    async def _claim(self) -> int:
+        room = self._room()
+        if room <= 0:
+            return 0
+        claimed = await self._on_db(
+            queue.claim,
+            self._db,
+            self.worker_id,
+            now=self.clock(),
+            capacity=min(room, MAX_BATCH),
+            lease_s=float(self.settings.lease_seconds),
+        )
+        self.stats.claimed += len(claimed)
+        for item in claimed:
+            task = asyncio.create_task(self._deliver(item))
+            self._inflight.add(task)
+            task.add_done_callback(self._finished)
+        return len(claimed)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delivery task failed", exc_info=task.exception())
+        self._wake.set()
+
+    async def _flush(self) -> None:
+        while self._results:
+            batch, self._results = self._results[:MAX_BATCH], self._results[MAX_BATCH:]
+            decisions = await self._on_db(
+                queue.record_results,
+                self._db,
+                batch,
+                now=self.clock(),
+                policy=self.policy,
+                rng=self.rng,
+                disable_after=self._disable_after,
+            )
+            self.stats.recorded += len(batch)
+            self.stats.succeeded += sum(d.action == "succeeded" for d in decisions)
+
+    async def _sleep(self) -> None:
+        timeout = POLL_INTERVAL_S
+        if self._results:
+            return
+        if not self._inflight and not self._stopping:
+            due = await self._on_db(queue.next_due, self._db)
+            if due is not None:
+                timeout = min(timeout, max(0.0, due - self.clock()))
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _active_secrets(self, endpoint_row: int) -> list[str]:
+        cached = self._secrets.get(endpoint_row)
+        now = time.monotonic()
+        if cached and cached[0] > now:
+            return cached[1]
+        from hookline.endpoints import active_secrets
+
+        secrets = await self._on_db(active_secrets, self._db, self._box, endpoint_row)
+        self._secrets[endpoint_row] = (now + SECRETS_TTL_S, secrets)
+        return secrets
+
+    def _signing_key(self, encrypted: str | None) -> list[str]:
+        if encrypted is None:
+            return []
+        if encrypted not in self._signing_keys:
+            assert self._box is not None
+            self._signing_keys[encrypted] = self._box.decrypt(encrypted)
+        return [self._signing_keys[encrypted]]
+
+    async def _deliver(self, item: Claimed) -> None:
+        delay = item.not_before - self.clock()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        started = self.clock()
+        try:
+            secrets = await self._active_secrets(item.endpoint_row)
+            headers = {
+                **item.headers,
+                **signing.outbound_headers(
+                    item.event_id,
+                    int(started),
+                    item.payload,
+                    secrets=secrets,
+                    signing_keys=self._signing_key(item.signing_key_enc),
+                ),
+                "Content-Type": "application/json",
+            }
+            result = await self.transport.send(
+                OutboundRequest(
+                    item.url,
+                    headers,
+                    item.payload,
+                    connect_timeout=min(item.connect_timeout_s, item.timeout_s),
+                    total_timeout=item.timeout_s,
+                )
+            )
+            status, error = result.status_code, result.error
+            if status is not None and not 100 <= status <= 599:
+                status, error = None, f"invalid HTTP status {status}"
+            outcome = SendResult(
+                delivery_row=item.delivery_row,
+                endpoint_row=item.endpoint_row,
+                endpoint_id=item.endpoint_id,
+                attempt=item.attempt,
+                lease_owner=item.lease_owner,
+                started_at=started,
+                duration_ms=result.duration_ms,
+                status_code=status,
+                response_headers=result.headers,
+                response_body=result.body,
+                error=error,
+                retry_schedule=item.retry_schedule,
+            )
+        except Exception as error:  # a signing or decryption failure is an attempt that failed
+            log.exception("could not send delivery %s", item.delivery_id)
+            outcome = SendResult(
+                delivery_row=item.delivery_row,
+                endpoint_row=item.endpoint_row,
+                endpoint_id=item.endpoint_id,
+                attempt=item.attempt,
+                lease_owner=item.lease_owner,
+                started_at=started,
+                duration_ms=(self.clock() - started) * 1000,
+                status_code=None,
+                error=f"not sent: {type(error).__name__}: {error}"[:500],
+                retry_schedule=item.retry_schedule,
+            )
+        self._results.append(outcome)
+        self._wake.set()
+
+    async def _wakeups(self) -> None:
+        if self.settings.is_sqlite:
+            await self._watch_wal()
+        else:
+            await self._listen()
+
+    async def _watch_wal(self) -> None:
+        wal = f"{self.settings.sqlite_path}-wal"
+        last = None
+        while True:
+            try:
+                info = os.stat(wal)
+                state = (info.st_size, info.st_mtime_ns)
+            except FileNotFoundError:
+                state = None
+            if state != last:
+                last = state
+                self._wake.set()
+            await asyncio.sleep(WAL_WATCH_INTERVAL_S)
+
+    async def _listen(self) -> None:
+        import psycopg2
+
+        dsn = self.settings.database_url.replace("postgres://", "postgresql://", 1)
+        while True:
+            try:
+                conn = psycopg2.connect(dsn)
+            except psycopg2.Error as error:
+                log.warning("LISTEN connection failed (%s); polling instead", error)
+                await asyncio.sleep(POLL_INTERVAL_S * 5)
+                continue
+            conn.autocommit = True
+            conn.cursor().execute(f"LISTEN {NOTIFY_CHANNEL}")
+            loop = asyncio.get_running_loop()
+            broken = asyncio.Event()
+
+            def readable(conn: Any = conn, broken: asyncio.Event = broken) -> None:
+                try:
+                    conn.poll()
+                except psycopg2.Error:
+                    broken.set()
+                    return
+                if conn.notifies:
+                    conn.notifies.clear()
+                    self._wake.set()
+
+            loop.add_reader(conn.fileno(), readable)
+            try:
+                await broken.wait()
+            finally:
+                loop.remove_reader(conn.fileno())
+                conn.close()
+
+
+def run_worker(
+    settings: Settings,
+    *,
+    burst: bool = False,
+    max_deliveries: int | None = None,
+    concurrency: int | None = None,
+) -> WorkerStats:
+    """Run a worker in this process until it stops; install the SIGTERM/SIGINT handlers."""
+
+    async def main() -> WorkerStats:
+        worker = Worker(
+            settings, burst=burst, max_deliveries=max_deliveries, concurrency=concurrency
+        )
+        loop = asyncio.get_running_loop()
+        signals_seen = 0
+
+        def on_signal() -> None:
+            nonlocal signals_seen
+            signals_seen += 1
+            if signals_seen == 1:
+                log.warning("stopping: finishing in-flight deliveries (signal again to exit now)")
+                worker.stop()
+            else:
+                os._exit(1)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        return await worker.run()
+
+    return asyncio.run(main())

@@ -86,7 +86,7 @@ def revoke_key(
     """
     table = db.hookline_api_key
     query = ((table.key_id == key_id_or_name) | (table.name == key_id_or_name)) & (
-        table.revoked_at == None  # noqa: E711 - pydal builds IS NULL from this
+        table.revoked_at == None
     )
     rows = db(query).select()
     if not rows:

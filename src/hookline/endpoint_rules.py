@@ -56,7 +56,7 @@ _FIELDS = {
 
 @dataclass(frozen=True)
 class EndpointChanges:
-    """Validated endpoint fields; ``None`` means "not given" (``rate_limit`` uses ``clear_rate``)."""
+    """Validated endpoint fields; ``None`` is "not given" (``clear_rate`` removes a rate limit)."""
 
     url: str | None = None
     description: str | None = None

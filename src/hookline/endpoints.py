@@ -69,7 +69,7 @@ def find_endpoint(db: DAL, endpoint_id: str) -> Any:
     """The endpoint row (not deleted); raise ``NotFound``."""
     table = db.hookline_endpoint
     row = (
-        db((table.endpoint_id == endpoint_id) & (table.deleted_at == None))  # noqa: E711
+        db((table.endpoint_id == endpoint_id) & (table.deleted_at == None))
         .select(limitby=(0, 1))
         .first()
     )
@@ -86,7 +86,7 @@ def get_endpoint(db: DAL, endpoint_id: str) -> dict[str, Any]:
 def list_endpoints(db: DAL) -> list[dict[str, Any]]:
     """Every endpoint that is not deleted, oldest first."""
     table = db.hookline_endpoint
-    rows = db(table.deleted_at == None).select(orderby=table.id)  # noqa: E711
+    rows = db(table.deleted_at == None).select(orderby=table.id)
     return [endpoint_to_dict(row) for row in rows]
 
 
@@ -219,7 +219,7 @@ def rotate_secret(
     expires = now + grace
     current = (table.endpoint == row.id) & (
         (table.expires_at == None) | (table.expires_at > expires)
-    )  # noqa: E711
+    )
     db(current).update(expires_at=expires)
     secret = signing.generate_secret()
     table.insert(endpoint=row.id, secret_enc=box.encrypt(secret), created_at=now)
@@ -234,7 +234,7 @@ def active_secrets(
     now = now or utcnow()
     table = db.hookline_endpoint_secret
     query = (table.endpoint == endpoint_row_id) & (
-        (table.expires_at == None) | (table.expires_at > now)  # noqa: E711
+        (table.expires_at == None) | (table.expires_at > now)
     )
     rows = db(query).select(table.secret_enc, orderby=~table.id)
     return [box.decrypt(row.secret_enc) for row in rows]

@@ -29,9 +29,7 @@ def is_postgres(db: DAL) -> bool:
 def subscribers(db: DAL, event_type: str) -> list[int]:
     """Row ids of the enabled endpoints whose filter admits ``event_type`` (empty filter = all)."""
     table = db.hookline_endpoint
-    rows = db((table.enabled == 1) & (table.deleted_at == None)).select(  # noqa: E711
-        table.id, table.event_types
-    )
+    rows = db((table.enabled == 1) & (table.deleted_at == None)).select(table.id, table.event_types)
     return [
         row.id for row in rows if not (types := json.loads(row.event_types)) or event_type in types
     ]

@@ -1,8 +1,9 @@
 """The transactional outbox: ``publish`` writes an event in the caller's transaction.
 
-The event row (and its deliveries, see ``fanout``) is inserted through the same ``db``
-connection as the change that caused it and is never committed here: it becomes visible exactly when the caller commits, and vanishes when the
-caller rolls back (no phantom event, no lost event). Delivery reads committed events only.
+The event row, and its deliveries (see ``fanout``), are inserted through the same ``db``
+connection as the change that caused them and are never committed here: they become visible
+exactly when the caller commits, and vanish when the caller rolls back (no phantom event, no
+lost event). The worker reads committed deliveries only.
 """
 
 from __future__ import annotations

@@ -42,8 +42,8 @@ __all__ = [
     "SendResult",
     "claim",
     "new_worker_id",
-    "plan_claims",
     "next_due",
+    "plan_claims",
     "record_results",
     "recover_expired",
 ]
@@ -386,14 +386,10 @@ def _endpoint_health(
     }
     table = db.hookline_endpoint
     if succeeded:
-        db(table.id.belongs(succeeded) & (table.failing_since != None)).update(  # noqa: E711
-            failing_since=None
-        )
+        db(table.id.belongs(succeeded) & (table.failing_since != None)).update(failing_since=None)
     failed -= succeeded
     if failed:
-        db(table.id.belongs(failed) & (table.failing_since == None)).update(  # noqa: E711
-            failing_since=now
-        )
+        db(table.id.belongs(failed) & (table.failing_since == None)).update(failing_since=now)
         rows = db(table.id.belongs(failed) & (table.enabled == 1)).select(
             table.endpoint_id, table.failing_since
         )

@@ -160,9 +160,7 @@ class Worker:
             return not self._inflight
         if self.max_deliveries is not None and self.stats.claimed >= self.max_deliveries:
             return not self._inflight and not self._results
-        if self.burst and claimed == 0 and not self._inflight and not self._results:
-            return True
-        return False
+        return self.burst and claimed == 0 and not self._inflight and not self._results
 
     async def _claim(self) -> int:
         room = self._room()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
+import subprocess
 import sys
 
 import click
@@ -64,8 +66,14 @@ def cli(data_dir: str | None, database_url: str | None) -> None:
     type=click.IntRange(1, 64),
     show_default=True,
 )
-def serve(host: str, port: int, workers: int) -> None:
-    """Migrate the database, then serve the py4web app with granian."""
+@click.option(
+    "--worker/--no-worker",
+    "with_worker",
+    default=None,
+    help="Also run the delivery worker [HOOKLINE_WORKER, on].",
+)
+def serve(host: str, port: int, workers: int, with_worker: bool | None) -> None:
+    """Migrate the database, then serve the py4web app with granian (and the worker)."""
     os.environ.update(
         HOOKLINE_HOST=host, HOOKLINE_PORT=str(port), HOOKLINE_WEB_WORKERS=str(workers)
     )
@@ -82,10 +90,58 @@ def serve(host: str, port: int, workers: int) -> None:
     click.echo(
         "  API key: `hookline keys create NAME` (same HOOKLINE_DATA_DIR / HOOKLINE_DATABASE_URL)"
     )
+    run_worker = settings.run_worker if with_worker is None else with_worker
+    click.echo(f"  delivery worker: {'running' if run_worker else 'off (run `hookline worker`)'}")
     sys.stdout.flush()
     from hookline.web.server import serve as serve_app
 
-    serve_app(settings)
+    worker = subprocess.Popen([sys.executable, "-m", "hookline", "worker"]) if run_worker else None
+    try:
+        serve_app(settings)
+    finally:
+        if worker is not None:
+            worker.terminate()  # the worker finishes its in-flight attempts, then exits
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+
+@cli.command("worker")
+@click.option("--burst", is_flag=True, help="Exit when no delivery is due.")
+@click.option("--max-deliveries", type=click.IntRange(1), help="Exit after this many.")
+@click.option("--concurrency", type=click.IntRange(1, 10_000), help="Deliveries sent at once.")
+def worker_command(burst: bool, max_deliveries: int | None, concurrency: int | None) -> None:
+    """Deliver events to endpoints: claim, sign, send, record, retry."""
+    from hookline.worker import run_worker
+
+    settings = _settings()
+    migrate(settings)
+    stats = run_worker(
+        settings, burst=burst, max_deliveries=max_deliveries, concurrency=concurrency
+    )
+    click.echo(
+        f"worker done: {stats.claimed} claimed, {stats.succeeded} succeeded,"
+        f" {stats.recorded} recorded, {stats.recovered} recovered from expired leases"
+    )
+
+
+@cli.command("purge")
+@click.option("--older-than", default="30d", show_default=True, help="Age such as 30d, 12h.")
+def purge_command(older_than: str) -> None:
+    """Delete old attempts, finished deliveries, events and inbox rows, in batches."""
+    from hookline.operations import purge
+
+    match = re.fullmatch(r"\s*(\d{1,6})\s*([smhd])\s*", older_than)
+    if match is None:
+        raise click.BadParameter("an age such as 30d, 12h or 90m", param_hint="--older-than")
+    unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+    db = _db()
+    try:
+        counts = purge(db, dt.timedelta(seconds=int(match[1]) * unit))
+    finally:
+        db.close()
+    click.echo("purged " + ", ".join(f"{n} {what}" for what, n in counts.items()))
 
 
 @cli.command("migrate")
@@ -168,4 +224,7 @@ def keys_revoke(key_id_or_name: str) -> None:
 
 def main() -> None:
     """Entry point of the ``hookline`` console script."""
+    from hookline.cli_delivery import register
+
+    register(cli)
     cli(prog_name="hookline")

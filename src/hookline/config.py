@@ -44,7 +44,6 @@ SETTINGS_HELP: dict[str, tuple[str, str]] = {
     "HOOKLINE_LEASE_SECONDS": ("60", "how long a claimed delivery stays with its worker"),
     "HOOKLINE_DISABLE_AFTER_DAYS": ("5", "disable an endpoint failing continuously this long"),
     "HOOKLINE_RETENTION_DAYS": ("30", "what the worker's daily purge keeps"),
-    "HOOKLINE_MAX_PAYLOAD_BYTES": ("262144", "largest event payload `publish` accepts"),
 }
 
 _SYNCHRONOUS = ("FULL", "NORMAL", "EXTRA")
@@ -108,7 +107,6 @@ class Settings:
     lease_seconds: int = 60
     disable_after_days: int = 5
     retention_days: int = 30
-    max_payload_bytes: int = 256 * 1024
 
     @property
     def is_sqlite(self) -> bool:
@@ -165,5 +163,4 @@ class Settings:
             lease_seconds=_int(env, "HOOKLINE_LEASE_SECONDS", 60, 5, 86_400),
             disable_after_days=_int(env, "HOOKLINE_DISABLE_AFTER_DAYS", 5, 1, 3650),
             retention_days=_int(env, "HOOKLINE_RETENTION_DAYS", 30, 1, 36_500),
-            max_payload_bytes=_int(env, "HOOKLINE_MAX_PAYLOAD_BYTES", 256 * 1024, 1, 64 << 20),
         )

@@ -25,6 +25,7 @@ from hookline.errors import (
     RequestRefused,
     ServiceUnavailable,
     UnsupportedMediaType,
+    ValidationFailed,
 )
 
 __all__ = [
@@ -34,10 +35,13 @@ __all__ = [
     "Response",
     "check_size",
     "error_response",
+    "json_object",
     "json_response",
     "parse_content_type",
     "parse_fields",
     "parse_json",
+    "query_int",
+    "query_one",
     "redacted_headers",
     "run",
     "text_response",
@@ -282,6 +286,45 @@ def parse_fields(content_type: str, body: bytes) -> dict[str, Any]:
         f"content type {media_type!r} is not supported; "
         "send application/x-www-form-urlencoded, multipart/form-data or application/json"
     )
+
+
+def json_object(request: Request, max_body_bytes: int) -> dict[str, Any]:
+    """The request body as a JSON object: 413, 415, 400 or 422 when it is not one."""
+    check_size(request.body, max_body_bytes)
+    media_type, params = parse_content_type(request.header("content-type"))
+    if media_type != "application/json":
+        raise UnsupportedMediaType("send the body as application/json")
+    value = parse_json(request.body, params.get("charset"))
+    if not isinstance(value, dict):
+        raise ValidationFailed(
+            "the body must be a JSON object", errors={"body": "must be an object"}
+        )
+    return value
+
+
+def query_one(request: Request, name: str) -> str | None:
+    """The single value of query parameter ``name``; 422 when it is repeated."""
+    values = request.query.get(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise ValidationFailed(
+            f"{name} given more than once", errors={name: "given more than once"}
+        )
+    return values[0]
+
+
+def query_int(request: Request, name: str, low: int, high: int) -> int | None:
+    """Query parameter ``name`` as a whole number in ``[low, high]``; 422 otherwise."""
+    raw = query_one(request, name)
+    if raw is None:
+        return None
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ValidationFailed(
+            f"{name} must be a whole number from {low} to {high}",
+            errors={name: f"must be a whole number from {low} to {high}"},
+        )
+    return int(raw)
 
 
 def run(

@@ -47,6 +47,8 @@ POLL_INTERVAL_S = 1.0
 WAL_WATCH_INTERVAL_S = 0.005
 SECRETS_TTL_S = 5.0
 RECOVER_EVERY_S = 5.0
+PURGE_EVERY_S = 86_400.0
+FIRST_PURGE_AFTER_S = 60.0
 MAX_BATCH = 500
 
 
@@ -116,6 +118,7 @@ class Worker:
         self._db = await self._on_db(connect, self.settings)
         self._box = load_secret_box(self.settings.secret_key or None, self.settings.data_dir)
         waker = asyncio.create_task(self._wakeups())
+        purger = asyncio.create_task(self._purge_daily()) if not self.burst else None
         last_recover = 0.0
         try:
             while True:
@@ -140,9 +143,11 @@ class Worker:
                 await asyncio.wait(set(self._inflight))
             await self._flush()
         finally:
-            waker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await waker
+            for task in (waker, purger):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await self.transport.close()
             if self._db is not None:
                 await self._on_db(self._db.close)
@@ -293,6 +298,26 @@ class Worker:
             )
         self._results.append(outcome)
         self._wake.set()
+
+    async def _purge_daily(self) -> None:
+        # Its own thread and connection: a long purge must not hold up claims and results.
+        await asyncio.sleep(FIRST_PURGE_AFTER_S)
+        while True:
+            try:
+                counts = await asyncio.to_thread(self._purge_once)
+                log.info("retention purge: %s", counts)
+            except Exception:
+                log.exception("retention purge failed; trying again tomorrow")
+            await asyncio.sleep(PURGE_EVERY_S)
+
+    def _purge_once(self) -> dict[str, int]:
+        from hookline.operations import purge
+
+        db = connect(self.settings)
+        try:
+            return purge(db, dt.timedelta(days=self.settings.retention_days))
+        finally:
+            db.close()
 
     async def _wakeups(self) -> None:
         if self.settings.is_sqlite:

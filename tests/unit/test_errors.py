@@ -16,6 +16,7 @@ from hookline.errors import (
     PayloadTooLarge,
     RequestRefused,
     ServiceUnavailable,
+    StaleWrite,
     Unauthorized,
     UnsupportedMediaType,
     ValidationFailed,
@@ -29,6 +30,7 @@ from hookline.errors import (
         (Unauthorized, 401),
         (NotFound, 404),
         (Conflict, 409),
+        (StaleWrite, 409),
         (PayloadTooLarge, 413),
         (UnsupportedMediaType, 415),
         (ValidationFailed, 422),
@@ -52,6 +54,7 @@ def test_documented_status(cls: type[RequestRefused], status: int) -> None:
         (Unauthorized, (ClientError,)),
         (NotFound, (ClientError,)),
         (Conflict, (ClientError,)),
+        (StaleWrite, (Conflict, ClientError)),
         (PayloadTooLarge, (ClientError,)),
         (UnsupportedMediaType, (ClientError,)),
         (ValidationFailed, (ClientError,)),
@@ -76,7 +79,7 @@ def test_every_client_error_subclass_is_4xx() -> None:
         and issubclass(obj, ClientError)
         and obj is not ClientError
     ]
-    assert len(subclasses) == 8
+    assert len(subclasses) == 9
     for cls in subclasses:
         assert 400 <= cls.status < 500, cls
 

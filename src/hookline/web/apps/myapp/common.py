@@ -1,4 +1,4 @@
-"""myapp's fixtures: the database and the API-key guard of the management API."""
+"""myapp's fixtures: the database, the API-key guard, and what the delivery API needs."""
 
 from __future__ import annotations
 
@@ -8,11 +8,19 @@ from py4web import DAL, HTTP, request
 from py4web.core import Fixture
 
 from hookline import apikeys, database
+from hookline.delivery_api import ApiContext
 from hookline.errors import Unauthorized
+from hookline.netguard import NetworkPolicy
+from hookline.secretbox import load_secret_box
 
 from .settings import SETTINGS
 
 db = database.connect(SETTINGS, dal_class=DAL)
+api_context = ApiContext(
+    box=load_secret_box(SETTINGS.secret_key or None, SETTINGS.data_dir),
+    network=NetworkPolicy.from_settings(SETTINGS.allow_networks, SETTINGS.https_only),
+    max_body_bytes=SETTINGS.max_body_bytes,
+)
 
 
 class ApiKeyRequired(Fixture):

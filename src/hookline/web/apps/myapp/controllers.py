@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from py4web import action
 
-from hookline import __version__, orders_api, receiver
+from hookline import __version__, delivery_api, orders_api, receiver
 from hookline.web.adapter import answer, call
 from hookline.webio import Request, json_response
 
-from .common import api_key, db
+from .common import api_context, api_key, db
 from .settings import SETTINGS
 
 _LIMIT = SETTINGS.max_body_bytes
@@ -63,6 +63,90 @@ def get_api_order(order_id: str) -> bytes:
 def patch_api_order(order_id: str) -> bytes:
     """Edit a pending order or change its status."""
     return call(orders_api.patch, db, _LIMIT, order_id, max_body_bytes=_LIMIT)
+
+
+@action("api/endpoints", method=["GET"])
+@action.uses(db, api_key)
+def get_api_endpoints() -> bytes:
+    """List endpoints."""
+    return call(delivery_api.list_endpoints, db, _LIMIT, api_context)
+
+
+@action("api/endpoints", method=["POST"])
+@action.uses(db, api_key)
+def post_api_endpoints() -> bytes:
+    """Create an endpoint; the answer carries its secret once."""
+    return call(delivery_api.create_endpoint, db, _LIMIT, api_context)
+
+
+@action("api/endpoints/<endpoint_id>", method=["GET"])
+@action.uses(db, api_key)
+def get_api_endpoint(endpoint_id: str) -> bytes:
+    """Show an endpoint."""
+    return call(delivery_api.show_endpoint, db, _LIMIT, api_context, endpoint_id)
+
+
+@action("api/endpoints/<endpoint_id>", method=["PATCH"])
+@action.uses(db, api_key)
+def patch_api_endpoint(endpoint_id: str) -> bytes:
+    """Change an endpoint (settings, enabled, ed25519)."""
+    return call(delivery_api.update_endpoint, db, _LIMIT, api_context, endpoint_id)
+
+
+@action("api/endpoints/<endpoint_id>", method=["DELETE"])
+@action.uses(db, api_key)
+def delete_api_endpoint(endpoint_id: str) -> bytes:
+    """Delete an endpoint."""
+    return call(delivery_api.delete_endpoint, db, _LIMIT, api_context, endpoint_id)
+
+
+@action("api/endpoints/<endpoint_id>/rotate", method=["POST"])
+@action.uses(db, api_key)
+def post_api_endpoint_rotate(endpoint_id: str) -> bytes:
+    """Rotate an endpoint's signing secret."""
+    return call(delivery_api.rotate_secret, db, _LIMIT, api_context, endpoint_id)
+
+
+@action("api/endpoints/<endpoint_id>/ping", method=["POST"])
+@action.uses(db, api_key)
+def post_api_endpoint_ping(endpoint_id: str) -> bytes:
+    """Send a ping event to one endpoint."""
+    return call(delivery_api.ping, db, _LIMIT, api_context, endpoint_id)
+
+
+@action("api/endpoints/<endpoint_id>/recover", method=["POST"])
+@action.uses(db, api_key)
+def post_api_endpoint_recover(endpoint_id: str) -> bytes:
+    """Retry an endpoint's failed deliveries since a time."""
+    return call(delivery_api.recover, db, _LIMIT, api_context, endpoint_id)
+
+
+@action("api/deliveries", method=["GET"])
+@action.uses(db, api_key)
+def get_api_deliveries() -> bytes:
+    """List deliveries."""
+    return call(delivery_api.list_deliveries, db, _LIMIT, api_context)
+
+
+@action("api/deliveries/<delivery_id>", method=["GET"])
+@action.uses(db, api_key)
+def get_api_delivery(delivery_id: str) -> bytes:
+    """Show a delivery with its attempts."""
+    return call(delivery_api.get_delivery, db, _LIMIT, api_context, delivery_id)
+
+
+@action("api/deliveries/<delivery_id>/retry", method=["POST"])
+@action.uses(db, api_key)
+def post_api_delivery_retry(delivery_id: str) -> bytes:
+    """Send a delivery again."""
+    return call(delivery_api.retry_delivery, db, _LIMIT, api_context, delivery_id)
+
+
+@action("api/events/<event_id>/replay", method=["POST"])
+@action.uses(db, api_key)
+def post_api_event_replay(event_id: str) -> bytes:
+    """Deliver an event again."""
+    return call(delivery_api.replay_event, db, _LIMIT, api_context, event_id)
 
 
 def _not_found(db_: object, request: Request) -> object:

@@ -1,0 +1,292 @@
+"""CLI commands for delivery: ``hookline endpoints ...``, ``deliveries ...``, ``events replay``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from hookline import endpoints, operations
+from hookline.config import Settings
+from hookline.database import connect, migrate
+from hookline.endpoint_rules import parse_endpoint
+from hookline.errors import ConfigError, HooklineError, RequestRefused
+from hookline.netguard import NetworkPolicy
+from hookline.secretbox import SecretBox, load_secret_box
+
+__all__ = ["register"]
+
+console = Console(highlight=False)
+
+
+@contextmanager
+def _session() -> Iterator[tuple[Any, SecretBox, NetworkPolicy]]:
+    """A migrated database, the secret box and the network policy; commits on success."""
+    try:
+        settings = Settings.from_env()
+        box = load_secret_box(settings.secret_key or None, settings.data_dir)
+        network = NetworkPolicy.from_settings(settings.allow_networks, settings.https_only)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+    migrate(settings)
+    db = connect(settings)
+    try:
+        yield db, box, network
+        db.commit()
+    except RequestRefused as error:
+        db.rollback()
+        details = "; ".join(f"{k}: {v}" for k, v in error.errors.items())
+        raise click.ClickException(
+            f"{error.message}{' (' + details + ')' if details else ''}"
+        ) from None
+    except HooklineError as error:
+        db.rollback()
+        raise click.ClickException(str(error)) from None
+    finally:
+        db.close()
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _endpoint_fields(**options: Any) -> dict[str, Any]:
+    fields = {k: v for k, v in options.items() if v is not None}
+    if "header" in fields:
+        pairs = fields.pop("header")
+        if pairs:
+            headers: dict[str, str] = {}
+            for pair in pairs:
+                name, sep, value = pair.partition(":")
+                if not sep:
+                    raise click.BadParameter("use NAME:VALUE", param_hint="--header")
+                headers[name.strip()] = value.strip()
+            fields["headers"] = headers
+    if "events" in fields:
+        fields["event_types"] = fields.pop("events")
+    return fields
+
+
+_POLICY_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
+    click.option("--events", help="Comma-separated event types (default: all)."),
+    click.option("--description"),
+    click.option("--header", multiple=True, help="Custom header NAME:VALUE (repeatable)."),
+    click.option("--retry-schedule", help="Delays such as 0,5s,5m,30m,2h."),
+    click.option("--timeout-s", type=float, help="Total timeout per attempt (seconds)."),
+    click.option("--connect-timeout-s", type=float, help="Connect timeout (seconds)."),
+    click.option("--max-in-flight", type=int, help="Concurrent deliveries to this endpoint."),
+    click.option("--rate-limit", type=float, help="Deliveries per second at most."),
+    click.option("--fifo/--no-fifo", default=None, help="Deliver strictly in order."),
+    click.option("--ed25519/--no-ed25519", default=None, help="Also sign with ed25519 (v1a)."),
+]
+
+
+def _with_policy_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(_POLICY_OPTIONS):
+        command = option(command)
+    return command
+
+
+def _endpoint_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table("endpoint id", "url", "events", "enabled", "failing since")
+    for column in table.columns:
+        column.overflow = "fold"
+    for row in rows:
+        table.add_row(
+            row["endpoint_id"],
+            row["url"],
+            ",".join(row["event_types"]) or "all",
+            "yes" if row["enabled"] else f"no: {row['disabled_reason']}",
+            row["failing_since"] or "",
+        )
+    return table
+
+
+def register(cli: click.Group) -> None:
+    """Add the delivery command groups to the ``hookline`` CLI."""
+
+    @cli.group("endpoints")
+    def endpoints_group() -> None:
+        """Manage the endpoints events are delivered to."""
+
+    @endpoints_group.command("add")
+    @click.argument("url")
+    @_with_policy_options
+    def add(url: str, **options: Any) -> None:
+        """Add an endpoint; prints its id and signing secret (shown only now)."""
+        with _session() as (db, box, network):
+            changes = parse_endpoint(
+                {"url": url, **_endpoint_fields(**options)}, network, creating=True
+            )
+            endpoint, credentials = endpoints.create_endpoint(db, box, changes)
+        click.echo(f"endpoint {endpoint['endpoint_id']} -> {endpoint['url']}")
+        click.echo(f"secret {credentials['secret']}")
+        if "public_key" in credentials:
+            click.echo(f"public key {credentials['public_key']}")
+
+    @endpoints_group.command("list")
+    @click.option("--json", "as_json", is_flag=True)
+    def list_(as_json: bool) -> None:
+        """List endpoints."""
+        with _session() as (db, _box, _network):
+            rows = endpoints.list_endpoints(db)
+        if as_json:
+            _print_json(rows)
+        else:
+            console.print(_endpoint_table(rows))
+
+    @endpoints_group.command("show")
+    @click.argument("endpoint_id")
+    def show(endpoint_id: str) -> None:
+        """Show one endpoint as JSON."""
+        with _session() as (db, _box, _network):
+            _print_json(endpoints.get_endpoint(db, endpoint_id))
+
+    @endpoints_group.command("update")
+    @click.argument("endpoint_id")
+    @click.option("--url")
+    @_with_policy_options
+    def update(endpoint_id: str, **options: Any) -> None:
+        """Change an endpoint's settings."""
+        with _session() as (db, box, network):
+            changes = parse_endpoint(_endpoint_fields(**options), network, creating=False)
+            endpoint, credentials = endpoints.update_endpoint(db, box, endpoint_id, changes)
+        _print_json({**endpoint, **credentials})
+
+    @endpoints_group.command("enable")
+    @click.argument("endpoint_id")
+    def enable(endpoint_id: str) -> None:
+        """Enable an endpoint (clears its failure clock)."""
+        with _session() as (db, _box, _network):
+            endpoints.set_enabled(db, endpoint_id, True, reason="enabled from the CLI")
+        click.echo(f"enabled {endpoint_id}")
+
+    @endpoints_group.command("disable")
+    @click.argument("endpoint_id")
+    @click.option("--reason", default="disabled from the CLI", show_default=True)
+    def disable(endpoint_id: str, reason: str) -> None:
+        """Disable an endpoint; its unfinished deliveries are discarded."""
+        with _session() as (db, _box, _network):
+            endpoints.set_enabled(db, endpoint_id, False, reason=reason)
+        click.echo(f"disabled {endpoint_id}")
+
+    @endpoints_group.command("delete")
+    @click.argument("endpoint_id")
+    def delete(endpoint_id: str) -> None:
+        """Delete an endpoint."""
+        with _session() as (db, _box, _network):
+            endpoints.delete_endpoint(db, endpoint_id)
+        click.echo(f"deleted {endpoint_id}")
+
+    @endpoints_group.command("rotate")
+    @click.argument("endpoint_id")
+    @click.option("--grace-hours", type=click.FloatRange(0, 720), default=24.0, show_default=True)
+    def rotate(endpoint_id: str, grace_hours: float) -> None:
+        """Rotate the signing secret; the old one keeps signing for the grace period."""
+        with _session() as (db, box, _network):
+            secret = endpoints.rotate_secret(
+                db, box, endpoint_id, grace=dt.timedelta(hours=grace_hours)
+            )
+        click.echo(f"secret {secret}")
+
+    @endpoints_group.command("ping")
+    @click.argument("endpoint_id")
+    def ping(endpoint_id: str) -> None:
+        """Send a ping test event to one endpoint."""
+        with _session() as (db, _box, _network):
+            event_id = operations.send_ping(db, endpoint_id)
+        click.echo(f"ping {event_id} queued for {endpoint_id}")
+
+    @endpoints_group.command("recover")
+    @click.argument("endpoint_id")
+    @click.option("--since", required=True, help="ISO-8601 time, e.g. 2026-11-01T00:00:00")
+    def recover(endpoint_id: str, since: str) -> None:
+        """Retry every failed delivery of an endpoint since a time."""
+        try:
+            start = dt.datetime.fromisoformat(since.replace("Z", "+00:00"))
+        except ValueError:
+            raise click.BadParameter("an ISO-8601 time", param_hint="--since") from None
+        if start.tzinfo is not None:
+            start = start.astimezone(dt.UTC).replace(tzinfo=None)
+        with _session() as (db, _box, _network), Progress(console=console) as progress:
+            task = progress.add_task("recovering", total=None)
+            count = operations.recover_endpoint(
+                db,
+                endpoint_id,
+                start,
+                progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+        click.echo(f"recovered {count} deliveries of {endpoint_id}")
+
+    @cli.group("deliveries")
+    def deliveries_group() -> None:
+        """Inspect and retry deliveries."""
+
+    @deliveries_group.command("list")
+    @click.option("--endpoint", "endpoint_id")
+    @click.option("--event", "event_id")
+    @click.option("--status")
+    @click.option("--limit", type=click.IntRange(1, operations.MAX_PAGE), default=50)
+    @click.option("--json", "as_json", is_flag=True)
+    def list_deliveries(
+        endpoint_id: str | None, event_id: str | None, status: str | None, limit: int, as_json: bool
+    ) -> None:
+        """List deliveries, newest first."""
+        with _session() as (db, _box, _network):
+            page = operations.list_deliveries(
+                db, endpoint_id=endpoint_id, event_id=event_id, status=status, limit=limit
+            )
+        if as_json:
+            _print_json(page["data"])
+            return
+        table = Table("delivery id", "event", "endpoint", "status", "attempts", "last")
+        for column in table.columns:
+            column.overflow = "fold"
+        for row in page["data"]:
+            last = str(row["last_status_code"] or row["last_error"] or "")
+            table.add_row(
+                row["delivery_id"],
+                f"{row['event_type']} {row['event_id']}",
+                row["endpoint_id"],
+                row["status"],
+                str(row["attempts"]),
+                last[:60],
+            )
+        console.print(table)
+
+    @deliveries_group.command("show")
+    @click.argument("delivery_id")
+    def show_delivery(delivery_id: str) -> None:
+        """Show a delivery with every attempt, as JSON."""
+        with _session() as (db, _box, _network):
+            _print_json(operations.get_delivery(db, delivery_id))
+
+    @deliveries_group.command("retry")
+    @click.argument("delivery_id")
+    def retry(delivery_id: str) -> None:
+        """Send a delivery again now."""
+        with _session() as (db, _box, _network):
+            view = operations.retry_delivery(db, delivery_id)
+        click.echo(f"{view['delivery_id']} is pending again")
+
+    @cli.group("events")
+    def events_group() -> None:
+        """Replay events."""
+
+    @events_group.command("replay")
+    @click.argument("event_id")
+    @click.option("--endpoint", "endpoint_id", help="Only to this endpoint (default: all).")
+    def replay(event_id: str, endpoint_id: str | None) -> None:
+        """Deliver an event again."""
+        with _session() as (db, _box, _network):
+            created = operations.replay_event(db, event_id, endpoint_id=endpoint_id)
+        click.echo(f"replaying {event_id}: {len(created)} new deliveries")
+        for delivery_id in created:
+            click.echo(f"  {delivery_id}")

@@ -15,9 +15,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Serve the app (SQLite under ./var unless HOOKLINE_DATABASE_URL says otherwise).
+## Serve the app (SQLite under ./var unless HOOKLINE_DATABASE_URL says otherwise). For local
+## development deliveries may reach receivers on this machine; `hookline serve` alone refuses them.
 run: $(STAMP)
-	$(BIN)/hookline serve
+	HOOKLINE_ALLOW_NETWORKS="$${HOOKLINE_ALLOW_NETWORKS-127.0.0.0/8,::1/128}" $(BIN)/hookline serve
 
 ## Every test: unit, integration on SQLite and PostgreSQL, end-to-end with real processes.
 test: $(STAMP)

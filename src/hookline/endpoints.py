@@ -189,8 +189,9 @@ def set_enabled(
         return get_endpoint(db, endpoint_id)
     if not row.enabled:
         return endpoint_to_dict(row)
-    row.update_record(enabled=0, disabled_reason=reason[:512], disabled_at=now, updated_at=now)
+    # Deliveries before the endpoint row: the order in which a claim takes its locks.
     _discard_unfinished(db, row.id, now, f"endpoint disabled: {reason}")
+    row.update_record(enabled=0, disabled_reason=reason[:512], disabled_at=now, updated_at=now)
     view = get_endpoint(db, endpoint_id)
     publish(db, "endpoint.disabled", {"endpoint": view, "reason": reason}, now=now)
     return view
@@ -200,8 +201,8 @@ def delete_endpoint(db: DAL, endpoint_id: str, *, now: dt.datetime | None = None
     """Delete an endpoint: it stops receiving at once; its history stays for the retention."""
     now = now or utcnow()
     row = find_endpoint(db, endpoint_id)
-    row.update_record(deleted_at=now, enabled=0, updated_at=now)
     _discard_unfinished(db, row.id, now, "endpoint deleted")
+    row.update_record(deleted_at=now, enabled=0, updated_at=now)
 
 
 def rotate_secret(

@@ -358,11 +358,20 @@ def record_results(
                 for r, d in zip(results, decisions, strict=True)
             ],
         )
-        _endpoint_health(db, results, decisions, now_dt, disable_after)
+        to_disable = _endpoint_health(db, results, decisions, now_dt, disable_after)
         db.commit()
     except BaseException:
         db.rollback()
         raise
+    # Each in a transaction of its own, after the batch: disabling locks the endpoint's pending
+    # deliveries, which a concurrent claim may hold while it waits for the endpoint row.
+    for endpoint_id, reason in to_disable.items():
+        try:
+            endpoints.set_enabled(db, endpoint_id, False, reason=reason, now=now_dt)
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
     return decisions
 
 
@@ -372,7 +381,8 @@ def _endpoint_health(
     decisions: Sequence[RetryDecision],
     now: dt.datetime,
     disable_after: dt.timedelta,
-) -> None:
+) -> dict[str, str]:
+    """Update the failure clocks; return the endpoints to disable, with the reason."""
     succeeded = {
         r.endpoint_row for r, d in zip(results, decisions, strict=True) if d.action == "succeeded"
     }
@@ -399,8 +409,7 @@ def _endpoint_health(
                     row.endpoint_id,
                     f"failing continuously since {row.failing_since.isoformat()}Z",
                 )
-    for endpoint_id, reason in gone.items():
-        endpoints.set_enabled(db, endpoint_id, False, reason=reason, now=now)
+    return gone
 
 
 _EXPIRED = """

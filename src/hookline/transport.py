@@ -287,8 +287,11 @@ class AiohttpTransport:
         return headers
 
     async def send(self, request: OutboundRequest) -> TransportResult:
-        """POST ``request`` (redirects not followed) and return what happened; never raises
-        for network problems."""
+        """POST ``request`` (redirects not followed) and return what happened.
+
+        Network problems are returned as ``error``; only a closed transport or one used from
+        another event loop raises (``RuntimeError``).
+        """
         started = time.perf_counter()
         try:
             check_url(request.url, self.policy)

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from hookline import __version__, queue, signing
 from hookline.config import Settings
-from hookline.database import connect
+from hookline.database import connect, driver_errors
 from hookline.fanout import NOTIFY_CHANNEL
 from hookline.netguard import NetworkPolicy
 from hookline.queue import Claimed, SendResult
@@ -48,6 +48,8 @@ WAL_WATCH_INTERVAL_S = 0.005
 SECRETS_TTL_S = 5.0
 RECOVER_EVERY_S = 5.0
 PURGE_EVERY_S = 86_400.0
+MIN_BACKOFF_S = 0.1
+MAX_BACKOFF_S = 5.0
 FIRST_PURGE_AFTER_S = 60.0
 MAX_BATCH = 500
 
@@ -103,6 +105,8 @@ class Worker:
         self._secrets: dict[int, tuple[float, list[str]]] = {}
         self._signing_keys: dict[str, str] = {}
         self._disable_after = dt.timedelta(days=settings.disable_after_days)
+        self._transient_errors: tuple[type[BaseException], ...] = ()
+        self._backoff = MIN_BACKOFF_S
 
     async def _on_db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -116,6 +120,10 @@ class Worker:
     async def run(self) -> WorkerStats:
         """The loop: claim, send, record, sleep until woken; returns the stats when done."""
         self._db = await self._on_db(connect, self.settings)
+        self._transient_errors = (
+            *driver_errors(self._db, "OperationalError"),
+            *driver_errors(self._db, "InterfaceError"),
+        )
         self._box = load_secret_box(self.settings.secret_key or None, self.settings.data_dir)
         waker = asyncio.create_task(self._wakeups())
         purger = asyncio.create_task(self._purge_daily()) if not self.burst else None
@@ -123,25 +131,40 @@ class Worker:
         try:
             while True:
                 now = self.clock()
-                if now - last_recover >= RECOVER_EVERY_S:
-                    last_recover = now
-                    self.stats.recovered += await self._on_db(
-                        queue.recover_expired,
-                        self._db,
-                        now=now,
-                        policy=self.policy,
-                        rng=self.rng,
-                        disable_after=self._disable_after,
-                    )
-                claimed = await self._claim() if not self._stopping else 0
-                await self._flush()
+                try:
+                    if now - last_recover >= RECOVER_EVERY_S:
+                        last_recover = now
+                        self.stats.recovered += await self._on_db(
+                            queue.recover_expired,
+                            self._db,
+                            now=now,
+                            policy=self.policy,
+                            rng=self.rng,
+                            disable_after=self._disable_after,
+                        )
+                    claimed = await self._claim() if not self._stopping else 0
+                    await self._flush()
+                except self._transient_errors as error:
+                    # A lost deadlock, a busy SQLite, a dropped connection: unrecorded results
+                    # stay queued, leases protect what was claimed; back off and go again.
+                    log.warning("database error, retrying in %.1fs: %s", self._backoff, error)
+                    await asyncio.sleep(self._backoff)
+                    self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)
+                    continue
+                self._backoff = MIN_BACKOFF_S
                 if self._done(claimed):
                     break
                 if claimed == 0 or len(self._inflight) >= self.concurrency:
                     await self._sleep()
             while self._inflight:
                 await asyncio.wait(set(self._inflight))
-            await self._flush()
+            for _ in range(5):
+                try:
+                    await self._flush()
+                    break
+                except self._transient_errors as error:
+                    log.warning("could not record the last results yet: %s", error)
+                    await asyncio.sleep(1.0)
         finally:
             for task in (waker, purger):
                 if task is not None:
@@ -194,7 +217,7 @@ class Worker:
 
     async def _flush(self) -> None:
         while self._results:
-            batch, self._results = self._results[:MAX_BATCH], self._results[MAX_BATCH:]
+            batch = self._results[:MAX_BATCH]
             decisions = await self._on_db(
                 queue.record_results,
                 self._db,
@@ -204,6 +227,7 @@ class Worker:
                 rng=self.rng,
                 disable_after=self._disable_after,
             )
+            del self._results[: len(batch)]  # only once they are committed
             self.stats.recorded += len(batch)
             self.stats.succeeded += sum(d.action == "succeeded" for d in decisions)
 

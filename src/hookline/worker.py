@@ -292,33 +292,23 @@ class Worker:
             status, error = result.status_code, result.error
             if status is not None and not 100 <= status <= 599:
                 status, error = None, f"invalid HTTP status {status}"
-            outcome = SendResult(
-                delivery_row=item.delivery_row,
-                endpoint_row=item.endpoint_row,
-                endpoint_id=item.endpoint_id,
-                attempt=item.attempt,
-                lease_owner=item.lease_owner,
-                started_at=started,
+            outcome = _result(
+                item,
+                started,
                 duration_ms=result.duration_ms,
                 status_code=status,
                 response_headers=result.headers,
                 response_body=result.body,
                 error=error,
-                retry_schedule=item.retry_schedule,
             )
         except Exception as error:  # a signing or decryption failure is an attempt that failed
             log.exception("could not send delivery %s", item.delivery_id)
-            outcome = SendResult(
-                delivery_row=item.delivery_row,
-                endpoint_row=item.endpoint_row,
-                endpoint_id=item.endpoint_id,
-                attempt=item.attempt,
-                lease_owner=item.lease_owner,
-                started_at=started,
+            outcome = _result(
+                item,
+                started,
                 duration_ms=(self.clock() - started) * 1000,
                 status_code=None,
                 error=f"not sent: {type(error).__name__}: {error}"[:500],
-                retry_schedule=item.retry_schedule,
             )
         self._results.append(outcome)
         self._wake.set()
@@ -395,6 +385,19 @@ class Worker:
             finally:
                 loop.remove_reader(conn.fileno())
                 conn.close()
+
+
+def _result(item: Claimed, started: float, **outcome: Any) -> SendResult:
+    return SendResult(
+        delivery_row=item.delivery_row,
+        endpoint_row=item.endpoint_row,
+        endpoint_id=item.endpoint_id,
+        attempt=item.attempt,
+        lease_owner=item.lease_owner,
+        started_at=started,
+        retry_schedule=item.retry_schedule,
+        **outcome,
+    )
 
 
 def run_worker(

@@ -264,7 +264,9 @@ def purge(db: DAL, older_than: dt.timedelta, *, now: dt.datetime | None = None) 
         db, a, a.delivery.belongs(db(old_deliveries)._select(d.id))
     )
     counts["deliveries"] = _delete_batches(db, d, old_deliveries)
-    open_events = db(d.status.belongs(("pending", "sending")))._select(d.event)
+    # Only events no delivery refers to any more: deleting one would cascade to its deliveries,
+    # and a recent replay of an old event must live out its own retention.
+    open_events = db(d.id > 0)._select(d.event)
     counts["events"] = _delete_batches(
         db, ev, (ev.created_at < cutoff) & ~ev.id.belongs(open_events)
     )

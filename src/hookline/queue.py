@@ -41,6 +41,7 @@ __all__ = [
     "EndpointBudget",
     "SendResult",
     "claim",
+    "extend_leases",
     "new_worker_id",
     "next_due",
     "plan_claims",
@@ -336,15 +337,20 @@ def record_results(
             ],
         )
         stamp = sql_datetime(now_dt)
-        cursor.executemany(
-            _sql(
-                db,
-                "UPDATE hookline_delivery SET status = %s, next_attempt_at = %s,"
-                " last_status_code = %s, last_error = %s, lease_owner = NULL, lease_until = NULL,"
-                " updated_at = %s, finished_at = %s"
-                " WHERE id = %s AND status = 'sending' AND lease_owner = %s",
-            ),
-            [
+        # Only the attempt that holds the lease may move the delivery on: same owner AND same
+        # attempt number, so a late answer to an earlier attempt (whose lease ran out and was
+        # claimed again, even by this worker) is kept as an attempt row and nothing more.
+        update = _sql(
+            db,
+            "UPDATE hookline_delivery SET status = %s, next_attempt_at = %s,"
+            " last_status_code = %s, last_error = %s, lease_owner = NULL, lease_until = NULL,"
+            " updated_at = %s, finished_at = %s"
+            " WHERE id = %s AND status = 'sending' AND lease_owner = %s AND attempts = %s",
+        )
+        applied = []
+        for r, d in zip(results, decisions, strict=True):
+            cursor.execute(
+                update,
                 (
                     "pending" if d.action == "retry" else d.action,
                     to_epoch(d.next_attempt_at) if d.next_attempt_at else now,
@@ -354,11 +360,14 @@ def record_results(
                     None if d.action == "retry" else stamp,
                     r.delivery_row,
                     r.lease_owner,
-                )
-                for r, d in zip(results, decisions, strict=True)
-            ],
+                    r.attempt,
+                ),
+            )
+            if cursor.rowcount == 1:
+                applied.append((r, d))
+        to_disable = _endpoint_health(
+            db, [r for r, _ in applied], [d for _, d in applied], now_dt, disable_after
         )
-        to_disable = _endpoint_health(db, results, decisions, now_dt, disable_after)
         db.commit()
     except BaseException:
         db.rollback()
@@ -452,6 +461,35 @@ def recover_expired(
     ]
     record_results(db, results, now=now, policy=policy, rng=rng, disable_after=disable_after)
     return len(results)
+
+
+def extend_leases(db: DAL, worker: str, delivery_rows: Sequence[int], *, until: float) -> int:
+    """Renew this worker's leases on deliveries still in flight (a heartbeat); commits.
+
+    A lease only has to outlive the worker, not the slowest attempt: while the worker lives it
+    keeps renewing, so a 120 s timeout works with a 60 s lease, and a dead worker's deliveries
+    are free again one lease after its last heartbeat.
+    """
+    if not delivery_rows:
+        return 0
+    _begin_write(db)
+    try:
+        rows = list(delivery_rows)
+        cursor = db._adapter.cursor
+        cursor.execute(
+            _sql(
+                db,
+                "UPDATE hookline_delivery SET lease_until = %s WHERE status = 'sending'"
+                f" AND lease_owner = %s AND id IN ({_in(rows)})",
+            ),
+            [until, worker, *rows],
+        )
+        count = cursor.rowcount
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
+    return count
 
 
 def next_due(db: DAL) -> float | None:

@@ -347,7 +347,8 @@ def verify(
         raise SignatureError("missing_headers", "missing header(s): " + ", ".join(missing))
     if not _MSG_ID.fullmatch(msg_id):
         raise SignatureError("malformed_id", "webhook-id is malformed")
-    if not _TIMESTAMP.fullmatch(raw_timestamp.strip()):
+    raw_timestamp = raw_timestamp.strip(" \t")  # str.strip() would also eat \x1c-\x1f
+    if not _TIMESTAMP.fullmatch(raw_timestamp):
         raise SignatureError("malformed_timestamp", "webhook-timestamp must be unix seconds")
     timestamp = int(raw_timestamp)
     if now - timestamp > tolerance:

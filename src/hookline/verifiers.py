@@ -19,6 +19,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -41,6 +42,7 @@ __all__ = [
 SOURCE_KINDS = ("standard", "stripe", "github", "shopify", "hmac", "none")
 MAX_SIGNATURE_HEADER = 4096
 _ALGORITHMS = {"sha256": hashlib.sha256, "sha512": hashlib.sha512}
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2})+")
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,10 @@ def _header(headers: Mapping[str, str], name: str) -> str:
 def _need_secrets(secrets: Sequence[str]) -> list[bytes]:
     if isinstance(secrets, str) or not secrets:
         raise ConfigError("this source needs at least one secret")
-    return [secret.encode("utf-8") for secret in secrets]
+    try:
+        return [secret.encode("utf-8") for secret in secrets]
+    except (UnicodeEncodeError, AttributeError):
+        raise ConfigError("a secret of this source is not text") from None
 
 
 def _any_match(given: Sequence[bytes], keys: Sequence[bytes], content: bytes, digest) -> bool:
@@ -96,17 +101,20 @@ def _any_match(given: Sequence[bytes], keys: Sequence[bytes], content: bytes, di
 
 
 def _hex(value: str) -> bytes:
-    try:
-        return bytes.fromhex(value)
-    except ValueError:
-        raise SignatureError("malformed_signature", "the signature is not hex") from None
+    # bytes.fromhex would skip blanks inside the value; a signature has none.
+    if not _HEX.fullmatch(value):
+        raise SignatureError("malformed_signature", "the signature is not hex")
+    return bytes.fromhex(value)
 
 
 def _b64(value: str) -> bytes:
     try:
-        return base64.b64decode(value, validate=True)
+        decoded = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise SignatureError("malformed_signature", "the signature is not base64") from None
+    if not decoded:
+        raise SignatureError("malformed_signature", "the signature is empty")
+    return decoded
 
 
 def _check_time(timestamp: int, now: int, tolerance: int) -> None:
@@ -125,6 +133,8 @@ def verify_stripe(
     tolerance: int = DEFAULT_TOLERANCE,
 ) -> Verified:
     """Stripe: ``Stripe-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "t.body")>[,v1=...]``."""
+    if tolerance < 0:
+        raise ConfigError("tolerance must not be negative")
     keys = _need_secrets(secrets)
     value = _header(headers, "stripe-signature")
     timestamp: int | None = None
@@ -169,9 +179,8 @@ def verify_shopify(headers: Mapping[str, str], body: bytes, *, secrets: Sequence
     if not _any_match([given], keys, body, hashlib.sha256):
         raise SignatureError("no_matching_signature", "no matching signature")
     return Verified(
-        message_id=(
-            headers.get("x-shopify-webhook-id") or headers.get("x-shopify-event-id") or ""
-        ).strip()
+        message_id=(headers.get("x-shopify-webhook-id") or "").strip()
+        or (headers.get("x-shopify-event-id") or "").strip()
         or None,
         event_type=(headers.get("x-shopify-topic") or "").strip() or None,
     )
@@ -213,7 +222,8 @@ def verify_request(
             headers, body, secrets=secrets, public_keys=public_keys, now=now, tolerance=tolerance
         )
         return Verified(
-            message_id=headers.get("webhook-id"), timestamp=int(headers["webhook-timestamp"])
+            message_id=headers.get("webhook-id"),
+            timestamp=int(headers["webhook-timestamp"].strip(" \t")),
         )
     if kind == "stripe":
         return verify_stripe(headers, body, secrets=secrets, now=now, tolerance=tolerance)

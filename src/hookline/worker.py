@@ -101,6 +101,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight_rows: set[int] = set()  # leased and not yet recorded: the heartbeat set
         self._results: list[SendResult] = []
         self._secrets: dict[int, tuple[float, list[str]]] = {}
         self._signing_keys: dict[str, str] = {}
@@ -127,7 +128,8 @@ class Worker:
         self._box = load_secret_box(self.settings.secret_key or None, self.settings.data_dir)
         waker = asyncio.create_task(self._wakeups())
         purger = asyncio.create_task(self._purge_daily()) if not self.burst else None
-        last_recover = 0.0
+        last_recover = last_heartbeat = self.clock()
+        last_recover -= RECOVER_EVERY_S
         try:
             while True:
                 now = self.clock()
@@ -142,8 +144,11 @@ class Worker:
                             rng=self.rng,
                             disable_after=self._disable_after,
                         )
+                    if now - last_heartbeat >= self.settings.lease_seconds / 3:
+                        last_heartbeat = now
+                        await self._heartbeat(now)
                     claimed = await self._claim() if not self._stopping else 0
-                    await self._flush()
+                    flushed = await self._flush()
                 except self._transient_errors as error:
                     # A lost deadlock, a busy SQLite, a dropped connection: unrecorded results
                     # stay queued, leases protect what was claimed; back off and go again.
@@ -152,7 +157,7 @@ class Worker:
                     self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)
                     continue
                 self._backoff = MIN_BACKOFF_S
-                if self._done(claimed):
+                if self._done(claimed + flushed):
                     break
                 if claimed == 0 or len(self._inflight) >= self.concurrency:
                     await self._sleep()
@@ -183,12 +188,14 @@ class Worker:
             room = min(room, self.max_deliveries - self.stats.claimed)
         return max(room, 0)
 
-    def _done(self, claimed: int) -> bool:
+    def _done(self, activity: int) -> bool:
+        # ``activity``: deliveries claimed or results recorded in this turn. A recorded retry
+        # may be due at once, so a burst run only ends after a turn with neither.
         if self._stopping:
             return not self._inflight
         if self.max_deliveries is not None and self.stats.claimed >= self.max_deliveries:
             return not self._inflight and not self._results
-        return self.burst and claimed == 0 and not self._inflight and not self._results
+        return self.burst and activity == 0 and not self._inflight and not self._results
 
     async def _claim(self) -> int:
         room = self._room()
@@ -204,10 +211,21 @@ class Worker:
         )
         self.stats.claimed += len(claimed)
         for item in claimed:
+            self._inflight_rows.add(item.delivery_row)
             task = asyncio.create_task(self._deliver(item))
             self._inflight.add(task)
             task.add_done_callback(self._finished)
         return len(claimed)
+
+    async def _heartbeat(self, now: float) -> None:
+        if self._inflight_rows:
+            await self._on_db(
+                queue.extend_leases,
+                self._db,
+                self.worker_id,
+                sorted(self._inflight_rows),
+                until=now + self.settings.lease_seconds,
+            )
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
@@ -215,7 +233,8 @@ class Worker:
             log.error("delivery task failed", exc_info=task.exception())
         self._wake.set()
 
-    async def _flush(self) -> None:
+    async def _flush(self) -> int:
+        recorded = 0
         while self._results:
             batch = self._results[:MAX_BATCH]
             decisions = await self._on_db(
@@ -230,6 +249,8 @@ class Worker:
             del self._results[: len(batch)]  # only once they are committed
             self.stats.recorded += len(batch)
             self.stats.succeeded += sum(d.action == "succeeded" for d in decisions)
+            recorded += len(batch)
+        return recorded
 
     async def _sleep(self) -> None:
         timeout = POLL_INTERVAL_S
@@ -311,6 +332,7 @@ class Worker:
                 error=f"not sent: {type(error).__name__}: {error}"[:500],
             )
         self._results.append(outcome)
+        self._inflight_rows.discard(item.delivery_row)
         self._wake.set()
 
     async def _purge_daily(self) -> None:

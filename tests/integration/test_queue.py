@@ -1,0 +1,628 @@
+"""The delivery queue on SQLite and PostgreSQL: fan-out, leased claims, outcomes, recovery.
+
+DESIGN §5 (the delivery state machine) and §3.2 (at-least-once: a lease that runs out puts the
+delivery back). Every test drives ``hookline.queue`` through real databases; times are passed in
+explicitly, so nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import threading
+
+import pytest
+
+from hookline import endpoints, outbox, queue, secretbox
+from hookline.database import connect
+from hookline.endpoint_rules import parse_endpoint
+from hookline.fanout import is_postgres
+from hookline.netguard import NetworkPolicy
+from hookline.queue import Claimed, SendResult
+from hookline.retry import RetryPolicy
+from hookline.timeutil import to_epoch, utcnow
+
+NETWORK = NetworkPolicy.from_settings("127.0.0.0/8")
+DISABLE_AFTER = dt.timedelta(days=5)
+POLICY = RetryPolicy(schedule=(0, 100, 1000), jitter=0.2)
+
+
+@pytest.fixture
+def box() -> secretbox.SecretBox:
+    return secretbox.SecretBox([secretbox.generate_key()])
+
+
+@pytest.fixture
+def t0() -> dt.datetime:
+    # Whole seconds: pydal stores datetimes to the second.
+    return utcnow().replace(microsecond=0)
+
+
+def make_endpoint(db, box, **fields) -> tuple[str, int]:
+    """Create an endpoint; return its public id and row id."""
+    data = {"url": "http://127.0.0.1:9/hook", **fields}
+    view, _ = endpoints.create_endpoint(db, box, parse_endpoint(data, NETWORK, creating=True))
+    return view["endpoint_id"], endpoints.find_endpoint(db, view["endpoint_id"]).id
+
+
+def publish(db, n: int = 1, *, now: dt.datetime, event_type: str = "ping") -> list[str]:
+    return [outbox.publish(db, event_type, {"n": i}, now=now) for i in range(n)]
+
+
+def deliveries(db, **where) -> list:
+    db.commit()  # a fresh snapshot: see what the queue committed
+    d = db.hookline_delivery
+    query = d.id > 0
+    for name, value in where.items():
+        query &= d[name] == value
+    return list(db(query).select(orderby=d.id))
+
+
+def delivery(db, row_id: int):
+    db.commit()
+    return db.hookline_delivery[row_id]
+
+
+def attempts(db, row_id: int) -> list:
+    db.commit()
+    a = db.hookline_attempt
+    return list(db(a.delivery == row_id).select(orderby=a.id))
+
+
+def claim(db, at: float, *, worker: str = "w1", capacity: int = 100, lease_s: float = 60.0):
+    return queue.claim(db, worker, now=at, capacity=capacity, lease_s=lease_s)
+
+
+def result(
+    item: Claimed,
+    status: int | None,
+    *,
+    started: float,
+    error: str | None = None,
+    headers: dict[str, str] | None = None,
+    lease_owner: str | None = None,
+) -> SendResult:
+    return SendResult(
+        delivery_row=item.delivery_row,
+        endpoint_row=item.endpoint_row,
+        endpoint_id=item.endpoint_id,
+        attempt=item.attempt,
+        lease_owner=item.lease_owner if lease_owner is None else lease_owner,
+        started_at=started,
+        duration_ms=12.5,
+        status_code=status,
+        response_headers=headers or {},
+        response_body=b"answer" if status is not None else b"",
+        error=error,
+        retry_schedule=item.retry_schedule,
+    )
+
+
+def record(db, results, at: float, policy: RetryPolicy = POLICY):
+    return queue.record_results(
+        db, results, now=at, policy=policy, rng=random.Random(7), disable_after=DISABLE_AFTER
+    )
+
+
+def endpoint_row(db, endpoint_id: str):
+    db.commit()
+    table = db.hookline_endpoint
+    return db(table.endpoint_id == endpoint_id).select().first()
+
+
+# --- fan-out ---------------------------------------------------------------------------------
+
+
+def test_fan_out_one_pending_delivery_per_enabled_subscribed_endpoint(db, box, t0):
+    _, all_row = make_endpoint(db, box)
+    _, orders_row = make_endpoint(db, box, event_types=["order.created"])
+    _, ping_row = make_endpoint(db, box, event_types=["ping", "order.paid"])
+    disabled, disabled_row = make_endpoint(db, box)
+    deleted, deleted_row = make_endpoint(db, box)
+    endpoints.set_enabled(db, disabled, False, reason="test", now=t0)
+    endpoints.delete_endpoint(db, deleted, now=t0)
+    db.commit()
+    db(db.hookline_delivery).delete()  # the endpoint.disabled event's own deliveries
+    db.commit()
+
+    [ping] = publish(db, now=t0)
+    [created] = publish(db, now=t0, event_type="order.created")
+    db.commit()
+
+    def targets(event_id: str) -> list[int]:
+        event = db(db.hookline_event.event_id == event_id).select().first()
+        return sorted(r.endpoint for r in deliveries(db, event=event.id))
+
+    assert targets(ping) == sorted([all_row, ping_row])
+    assert targets(created) == sorted([all_row, orders_row])
+    rows = deliveries(db)
+    assert len(rows) == 4
+    assert {r.status for r in rows} == {"pending"}
+    assert {r.attempts for r in rows} == {0}
+    assert {r.next_attempt_at for r in rows} == {to_epoch(t0)}
+    assert len({r.delivery_id for r in rows}) == 4
+    assert disabled_row not in {r.endpoint for r in rows}
+    assert deleted_row not in {r.endpoint for r in rows}
+
+
+def test_fan_out_rolls_back_with_the_transaction(db, other_db, box, t0):
+    make_endpoint(db, box)
+    make_endpoint(db, box)
+    db.commit()
+    publish(db, 3, now=t0)
+    assert deliveries(other_db) == []  # not visible before commit
+    db.rollback()
+    assert deliveries(db) == []
+    assert db(db.hookline_event).count() == 0
+    publish(db, 2, now=t0)
+    db.commit()
+    assert len(deliveries(other_db, status="pending")) == 4
+
+
+def test_no_endpoint_no_delivery(db, t0):
+    publish(db, now=t0)
+    db.commit()
+    assert db(db.hookline_event).count() == 1
+    assert deliveries(db) == []
+
+
+# --- claim -----------------------------------------------------------------------------------
+
+
+def test_claim_leases_due_deliveries_only(db, box, t0):
+    ep, ep_row = make_endpoint(db, box, headers={"X-Tenant": "acme"})
+    publish(db, 2, now=t0)
+    later = t0 + dt.timedelta(minutes=10)
+    publish(db, 1, now=later)
+    db.commit()
+    now = to_epoch(t0) + 1
+
+    assert claim(db, to_epoch(t0) - 1) == []  # nothing due yet
+    claimed = claim(db, now, worker="worker-a", lease_s=30)
+    assert len(claimed) == 2
+    for item in claimed:
+        assert item.attempt == 1
+        assert item.lease_owner == "worker-a"
+        assert item.endpoint_id == ep and item.endpoint_row == ep_row
+        assert item.headers == {"X-Tenant": "acme"}
+        assert item.url == "http://127.0.0.1:9/hook"
+        assert json.loads(item.payload)["type"] == "ping"
+        assert item.not_before == now
+    rows = {r.id: r for r in deliveries(db)}
+    for item in claimed:
+        row = rows[item.delivery_row]
+        assert row.status == "sending"
+        assert row.attempts == 1
+        assert row.lease_owner == "worker-a"
+        assert row.lease_until == pytest.approx(now + 30)
+        assert row.delivery_id == item.delivery_id
+    [future] = [r for r in rows.values() if r.id not in {c.delivery_row for c in claimed}]
+    assert future.status == "pending" and future.attempts == 0
+    assert claim(db, now) == []  # the leased ones are not handed out twice
+    [last] = claim(db, to_epoch(later))
+    assert last.delivery_row == future.id
+
+
+def test_claim_skips_disabled_endpoints(db, box, t0):
+    ep, _ = make_endpoint(db, box)
+    publish(db, 2, now=t0)
+    db.commit()
+    db(db.hookline_endpoint.endpoint_id == ep).update(enabled=0)  # without discarding
+    db.commit()
+    assert claim(db, to_epoch(t0) + 1) == []
+
+
+def test_claim_respects_capacity_and_time_order(db, box, t0):
+    make_endpoint(db, box)
+    for minute in (3, 1, 2):
+        publish(db, 1, now=t0 + dt.timedelta(minutes=minute))
+    db.commit()
+    at = to_epoch(t0) + 3600
+    first = claim(db, at, capacity=2)
+    rows = {r.id: r for r in deliveries(db)}
+    assert [rows[c.delivery_row].next_attempt_at for c in first] == sorted(
+        rows[c.delivery_row].next_attempt_at for c in first
+    )
+    assert {rows[c.delivery_row].next_attempt_at for c in first} == {
+        to_epoch(t0 + dt.timedelta(minutes=1)),
+        to_epoch(t0 + dt.timedelta(minutes=2)),
+    }
+    assert len(claim(db, at, capacity=2)) == 1
+    assert claim(db, at, capacity=0) == []
+
+
+def _claim_all(settings, worker: str, start: threading.Barrier, at: float, out: dict) -> None:
+    db = connect(settings)
+    try:
+        got: list[int] = []
+        start.wait(timeout=30)
+        for _ in range(1000):
+            batch = queue.claim(db, worker, now=at, capacity=5, lease_s=60)
+            if not batch:
+                break
+            got.extend(item.delivery_row for item in batch)
+        out[worker] = got
+    except BaseException as error:  # reported by the main thread
+        out[worker] = error
+    finally:
+        db.close()
+
+
+def test_concurrent_claimers_never_share_a_delivery(settings, db, box, t0):
+    make_endpoint(db, box, max_in_flight=1000)
+    make_endpoint(db, box, max_in_flight=1000)
+    publish(db, 100, now=t0)
+    db.commit()
+    expected = {r.id for r in deliveries(db)}
+    assert len(expected) == 200
+
+    workers = [f"w{n}" for n in range(4)]
+    start = threading.Barrier(len(workers))
+    out: dict[str, object] = {}
+    at = to_epoch(t0) + 1
+    threads = [
+        threading.Thread(target=_claim_all, args=(settings, w, start, at, out)) for w in workers
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    for worker in workers:
+        assert not isinstance(out[worker], BaseException), out[worker]
+
+    claimed = [row for worker in workers for row in out[worker]]  # type: ignore[union-attr]
+    assert len(claimed) == len(set(claimed))  # disjoint
+    assert set(claimed) == expected  # complete
+    assert sum(1 for worker in workers if out[worker]) >= 2  # they really competed
+    rows = deliveries(db)
+    owners = {r.id: r.lease_owner for r in rows}
+    for worker in workers:
+        assert all(owners[row] == worker for row in out[worker])  # type: ignore[union-attr]
+    assert {r.status for r in rows} == {"sending"}
+    assert {r.attempts for r in rows} == {1}
+
+
+def test_fifo_endpoint_sends_only_its_oldest_unfinished_delivery(db, box, t0):
+    make_endpoint(db, box, fifo=True, retry_schedule="0,100s,100s")
+    make_endpoint(db, box, event_types=["order.paid"])  # not FIFO, not subscribed
+    publish(db, 4, now=t0)
+    db.commit()
+    rows = [r.id for r in deliveries(db)]
+    at = to_epoch(t0) + 1
+
+    [first] = claim(db, at)
+    assert first.delivery_row == rows[0]
+    assert claim(db, at) == []  # the first is still being sent
+    record(db, [result(first, 200, started=at)], at)
+
+    [second] = claim(db, at)
+    assert second.delivery_row == rows[1]
+    record(db, [result(second, 500, started=at)], at)  # a retry: still unfinished
+    assert delivery(db, rows[1]).status == "pending"
+    assert claim(db, at) == []  # the third waits behind the second, not yet due again
+    retry_at = delivery(db, rows[1]).next_attempt_at
+    [second_again] = claim(db, retry_at)
+    assert second_again.delivery_row == rows[1] and second_again.attempt == 2
+    record(db, [result(second_again, 500, started=retry_at)], retry_at)
+    third_at = delivery(db, rows[1]).next_attempt_at
+    [second_last] = claim(db, third_at)
+    assert second_last.attempt == 3
+    record(db, [result(second_last, 500, started=third_at)], third_at)
+    assert delivery(db, rows[1]).status == "failed"
+
+    [third] = claim(db, third_at)  # a failed one no longer blocks
+    assert third.delivery_row == rows[2]
+
+
+def test_max_in_flight_caps_concurrent_sending_across_claims(db, box, t0):
+    make_endpoint(db, box, max_in_flight=2)
+    publish(db, 5, now=t0)
+    db.commit()
+    at = to_epoch(t0) + 1
+    first = claim(db, at, worker="a")
+    assert len(first) == 2
+    assert claim(db, at, worker="b") == []
+    record(db, [result(first[0], 200, started=at)], at)
+    second = claim(db, at, worker="b")
+    assert len(second) == 1
+    assert claim(db, at, worker="c") == []
+    assert len(deliveries(db, status="sending")) == 2
+
+
+def test_rate_limit_spreads_not_before_and_stores_next_send(db, box, t0):
+    ep, _ = make_endpoint(db, box, rate_limit=2)
+    publish(db, 6, now=t0)
+    db.commit()
+    at = to_epoch(t0) + 1
+    first = claim(db, at, lease_s=30)
+    assert [c.not_before - at for c in first] == [0.0, 0.5, 1.0]
+    assert endpoint_row(db, ep).next_send_at == pytest.approx(at + 1.5)
+    rows = {r.id: r for r in deliveries(db)}
+    for item in first:
+        assert rows[item.delivery_row].lease_until == pytest.approx(item.not_before + 30)
+    assert claim(db, at) == []  # next slot is beyond the horizon
+    second = claim(db, at + 1.0)
+    assert [round(c.not_before - at, 6) for c in second] == [1.5, 2.0]
+    assert endpoint_row(db, ep).next_send_at == pytest.approx(at + 2.5)
+
+
+# --- record_results --------------------------------------------------------------------------
+
+
+def test_success_records_attempt_and_finishes(db, box, t0):
+    make_endpoint(db, box)
+    publish(db, now=t0)
+    db.commit()
+    at = to_epoch(t0) + 1
+    [item] = claim(db, at, worker="w-ok")
+    [decision] = record(db, [result(item, 204, started=at, headers={"x-answer": "yes"})], at + 0.25)
+    assert decision.action == "succeeded"
+    row = delivery(db, item.delivery_row)
+    assert row.status == "succeeded"
+    assert row.last_status_code == 204
+    assert row.last_error is None
+    assert row.lease_owner is None and row.lease_until is None
+    assert row.finished_at is not None
+    [attempt] = attempts(db, item.delivery_row)
+    assert attempt.number == 1
+    assert attempt.status_code == 204
+    assert attempt.outcome == "succeeded"
+    assert attempt.worker == "w-ok"
+    assert attempt.response_body == "answer"
+    assert json.loads(attempt.response_headers) == {"x-answer": "yes"}
+    assert attempt.duration_ms == 12.5
+
+
+def test_failure_retries_on_schedule(db, box, t0):
+    make_endpoint(db, box)
+    publish(db, now=t0)
+    db.commit()
+    at = to_epoch(t0) + 1
+    [item] = claim(db, at)
+    [decision] = record(db, [result(item, 500, started=at)], at + 2)
+    assert decision.action == "retry"
+    row = delivery(db, item.delivery_row)
+    assert row.status == "pending"
+    assert row.attempts == 1
+    assert at + 2 + 80 <= row.next_attempt_at <= at + 2 + 120  # schedule[1] = 100s +-20%
+    assert row.last_status_code == 500
+    assert "HTTP 500" in row.last_error
+    assert row.lease_owner is None and row.finished_at is None
+    [attempt] = attempts(db, item.delivery_row)
+    assert attempt.outcome == "retry" and attempt.status_code == 500
+
+    assert claim(db, at + 3) == []  # not due yet
+    [again] = claim(db, row.next_attempt_at)
+    assert again.attempt == 2
+    record(
+        db,
+        [result(again, None, started=row.next_attempt_at, error="timeout after 15s")],
+        row.next_attempt_at,
+    )
+    row2 = delivery(db, item.delivery_row)
+    assert row2.status == "pending"
+    assert row.next_attempt_at + 800 <= row2.next_attempt_at <= row.next_attempt_at + 1200
+    assert row2.last_status_code is None
+    assert row2.last_error == "timeout after 15s"
+
+
+def test_exhausted_delivery_fails_using_the_endpoint_schedule(db, box, t0):
+    make_endpoint(db, box, retry_schedule="0,1s")
+    publish(db, now=t0)
+    db.commit()
+    at = to_epoch(t0) + 1
+    [item] = claim(db, at)
+    assert item.retry_schedule == (0.0, 1.0)
+    record(db, [result(item, 503, started=at)], at)
+    row = delivery(db, item.delivery_row)
+    assert row.status == "pending"
+    assert at + 0.8 <= row.next_attempt_at <= at + 1.2
+    [again] = claim(db, at + 2)
+    [decision] = record(db, [result(again, 503, started=at + 2)], at + 2)
+    assert decision.action == "failed"
+    row = delivery(db, item.delivery_row)
+    assert row.status == "failed"
+    assert row.attempts == 2
+    assert row.finished_at is not None
+    assert "exhausted after 2 attempts" in row.last_error
+    assert [a.outcome for a in attempts(db, item.delivery_row)] == ["retry", "failed"]
+    assert claim(db, at + 10_000) == []
+
+
+def test_gone_disables_endpoint_discards_the_rest_and_publishes(db, box, t0):
+    ep, _ = make_endpoint(db, box, event_types=["ping"])
+    _, watcher_row = make_endpoint(db, box, event_types=["endpoint.disabled"])
+    publish(db, 3, now=t0)
+    db.commit()
+    at = to_epoch(t0) + 1
+    [item, *_] = claim(db, at, capacity=1)
+    [decision] = record(db, [result(item, 410, started=at)], at)
+    assert decision.action == "failed" and decision.disable_endpoint
+
+    row = endpoint_row(db, ep)
+    assert row.enabled == 0
+    assert "410" in row.disabled_reason
+    assert row.disabled_at is not None
+    statuses = {r.id: r.status for r in deliveries(db, endpoint=row.id)}
+    assert statuses.pop(item.delivery_row) == "failed"
+    assert set(statuses.values()) == {"discarded"} and len(statuses) == 2
+    events = db(db.hookline_event.type == "endpoint.disabled").select()
+    assert len(events) == 1
+    payload = json.loads(events[0].payload)
+    assert payload["data"]["endpoint"]["endpoint_id"] == ep
+    assert payload["data"]["endpoint"]["enabled"] is False
+    [notice] = deliveries(db, endpoint=watcher_row)
+    assert notice.event == events[0].id and notice.status == "pending"
+
+
+def test_failing_since_set_on_failure_and_cleared_on_success(db, box, t0):
+    ep, _ = make_endpoint(db, box)
+    publish(db, 2, now=t0)
+    db.commit()
+    at = to_epoch(t0) + 1
+    first, second = claim(db, at)
+    record(db, [result(first, 500, started=at)], at)
+    failing = endpoint_row(db, ep).failing_since
+    assert failing is not None
+    assert abs((failing - t0).total_seconds() - 1) <= 1
+
+    record(db, [result(second, 502, started=at + 30)], at + 30)
+    assert endpoint_row(db, ep).failing_since == failing  # the clock is not restarted
+
+    retry_at = delivery(db, first.delivery_row).next_attempt_at
+    [again] = claim(db, retry_at, capacity=1)
+    record(db, [result(again, 200, started=retry_at)], retry_at)
+    assert endpoint_row(db, ep).failing_since is None
+    assert endpoint_row(db, ep).enabled == 1
+
+
+def test_endpoint_failing_longer_than_disable_after_is_disabled(db, box, t0):
+    ep, _ = make_endpoint(db, box, retry_schedule="0,1m,1m,1m")
+    publish(db, 2, now=t0)
+    db.commit()
+    at = to_epoch(t0) + 1
+    first, second = claim(db, at, capacity=1) + claim(db, at, capacity=1)
+    record(db, [result(first, 500, started=at)], at)
+    assert endpoint_row(db, ep).enabled == 1
+
+    almost = at + DISABLE_AFTER.total_seconds() - 120
+    record(db, [result(second, 500, started=almost)], almost)
+    assert endpoint_row(db, ep).enabled == 1  # failing, but not for long enough yet
+
+    later = at + DISABLE_AFTER.total_seconds() + 60
+    [again] = claim(db, later, capacity=1)
+    record(db, [result(again, 500, started=later)], later)
+    row = endpoint_row(db, ep)
+    assert row.enabled == 0
+    assert "failing continuously since" in row.disabled_reason
+    assert {r.status for r in deliveries(db, endpoint=row.id)} == {"discarded"}
+    assert db(db.hookline_event.type == "endpoint.disabled").count() == 1
+
+
+def test_result_of_a_lease_taken_over_does_not_change_the_delivery(db, box, t0):
+    make_endpoint(db, box)
+    publish(db, now=t0)
+    db.commit()
+    at = to_epoch(t0) + 1
+    [mine] = claim(db, at, worker="slow", lease_s=10)
+    assert _recover(db, at + 11) == 1
+    [theirs] = claim(db, delivery(db, mine.delivery_row).next_attempt_at, worker="fast")
+    assert theirs.delivery_row == mine.delivery_row and theirs.attempt == 2
+
+    record(db, [result(mine, 200, started=at)], at + 30)  # the slow worker finally answers
+    row = delivery(db, mine.delivery_row)
+    assert row.status == "sending"
+    assert row.lease_owner == "fast"
+    assert row.attempts == 2
+    assert row.finished_at is None
+
+    record(db, [result(theirs, 200, started=at + 31)], at + 31)
+    assert delivery(db, mine.delivery_row).status == "succeeded"
+
+
+def test_late_result_of_an_earlier_attempt_by_the_same_worker_is_ignored(db, box, t0):
+    # A worker whose own lease ran out (an endpoint timeout longer than the lease) recovers and
+    # re-claims the delivery itself; the first attempt's late answer must not settle attempt 2.
+    make_endpoint(db, box)
+    publish(db, now=t0)
+    db.commit()
+    at = to_epoch(t0) + 1
+    [first] = claim(db, at, worker="same", lease_s=10)
+    assert _recover(db, at + 11) == 1
+    retry_at = delivery(db, first.delivery_row).next_attempt_at
+    [second] = claim(db, retry_at, worker="same", lease_s=10)
+    assert second.attempt == 2
+
+    record(db, [result(first, 500, started=at)], retry_at + 1)  # attempt 1's late answer
+    row = delivery(db, first.delivery_row)
+    assert row.status == "sending", "a stale attempt's result settled the current attempt"
+    assert row.attempts == 2
+    assert row.lease_owner == "same"
+
+
+# --- recover_expired -------------------------------------------------------------------------
+
+
+def _recover(db, at: float, policy: RetryPolicy = POLICY) -> int:
+    return queue.recover_expired(
+        db, now=at, policy=policy, rng=random.Random(3), disable_after=DISABLE_AFTER
+    )
+
+
+def test_expired_lease_becomes_a_failed_attempt_and_pending_again(db, box, t0):
+    make_endpoint(db, box)
+    publish(db, 2, now=t0)
+    db.commit()
+    at = to_epoch(t0) + 1
+    [lost] = claim(db, at, worker="dead", capacity=1, lease_s=10)
+    [alive] = claim(db, at + 5, worker="alive", capacity=1, lease_s=60)
+
+    assert _recover(db, at + 9) == 0  # the lease still runs
+    assert delivery(db, lost.delivery_row).status == "sending"
+    assert _recover(db, at + 11) == 1
+    row = delivery(db, lost.delivery_row)
+    assert row.status == "pending"
+    assert row.attempts == 1
+    assert row.lease_owner is None and row.lease_until is None
+    assert "lease expired" in row.last_error
+    assert at + 11 + 80 <= row.next_attempt_at <= at + 11 + 120
+    [attempt] = attempts(db, lost.delivery_row)
+    assert attempt.error == queue.LEASE_EXPIRED
+    assert "lease expired" in attempt.error
+    assert attempt.status_code is None
+    assert attempt.outcome == "retry"
+    assert attempt.worker == "dead"
+    assert delivery(db, alive.delivery_row).status == "sending"  # untouched
+    assert _recover(db, at + 12) == 0  # recovered once only
+
+    [again] = claim(db, row.next_attempt_at, worker="alive")
+    assert again.delivery_row == lost.delivery_row and again.attempt == 2
+
+
+def test_expired_lease_on_the_last_attempt_fails(db, box, t0):
+    make_endpoint(db, box, retry_schedule="0")
+    publish(db, now=t0)
+    db.commit()
+    at = to_epoch(t0) + 1
+    [item] = claim(db, at, lease_s=5)
+    assert _recover(db, at + 6) == 1
+    row = delivery(db, item.delivery_row)
+    assert row.status == "failed"
+    assert "lease expired" in row.last_error
+
+
+def test_next_due_is_the_earliest_pending(db, box, t0):
+    assert queue.next_due(db) is None
+    make_endpoint(db, box)
+    publish(db, now=t0 + dt.timedelta(seconds=30))
+    publish(db, now=t0 + dt.timedelta(seconds=10))
+    db.commit()
+    assert queue.next_due(db) == to_epoch(t0 + dt.timedelta(seconds=10))
+    claim(db, to_epoch(t0) + 20)
+    assert queue.next_due(db) == to_epoch(t0 + dt.timedelta(seconds=30))
+
+
+# --- the claim reads the partial index -------------------------------------------------------
+
+
+def test_claim_uses_the_partial_due_index(db, box, t0):
+    make_endpoint(db, box)
+    publish(db, 50, now=t0)
+    db.commit()
+    for row in deliveries(db)[:40]:
+        row.update_record(status="succeeded")
+    db.commit()
+    statement = queue._CANDIDATES
+    if is_postgres(db):
+        db.executesql("SET LOCAL enable_seqscan = off")
+        plan = db.executesql("EXPLAIN " + statement, placeholders=[to_epoch(t0) + 1, 10])
+    else:
+        plan = db.executesql(
+            "EXPLAIN QUERY PLAN " + statement.replace("%s", "?"),
+            placeholders=[to_epoch(t0) + 1, 10],
+        )
+    db.rollback()
+    text = "\n".join(" ".join(str(c) for c in row) for row in plan)
+    assert "hookline_delivery_due_idx" in text, text

@@ -1,0 +1,279 @@
+"""The worker end to end on SQLite and PostgreSQL, with a recording transport instead of HTTP.
+
+What a receiver gets (Standard Webhooks headers that both ``hookline.signing`` and the official
+``standardwebhooks`` package accept, the endpoint's headers, the event payload as the body), and
+what the worker records (retries, ``Retry-After``, stats). Every run is ``burst`` and bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import time
+
+import pytest
+import standardwebhooks
+
+from hookline import endpoints, outbox, queue, signing
+from hookline.endpoint_rules import parse_endpoint
+from hookline.netguard import NetworkPolicy
+from hookline.secretbox import load_secret_box
+from hookline.timeutil import utcnow
+from hookline.transport import OutboundRequest, RecordingTransport, TransportResult
+from hookline.worker import Worker, WorkerStats
+
+NETWORK = NetworkPolicy.from_settings("127.0.0.0/8")
+RUN_TIMEOUT_S = 8.0
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+def box(settings):
+    # The key the worker itself loads (HOOKLINE_SECRET_KEY unset: the key file in data_dir).
+    return load_secret_box(settings.secret_key or None, settings.data_dir)
+
+
+def make_endpoint(db, box, **fields) -> tuple[dict, dict]:
+    data = {"url": "http://127.0.0.1:9/hook", **fields}
+    return endpoints.create_endpoint(db, box, parse_endpoint(data, NETWORK, creating=True))
+
+
+def run(settings, transport, **options) -> WorkerStats:
+    async def main() -> WorkerStats:
+        worker = Worker(settings, transport=transport, burst=True, **options)
+        return await asyncio.wait_for(worker.run(), RUN_TIMEOUT_S)
+
+    return asyncio.run(main())
+
+
+def lower(headers) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers.items()}
+
+
+def deliveries(db) -> list:
+    db.commit()
+    return list(db(db.hookline_delivery).select(orderby=db.hookline_delivery.id))
+
+
+def payload_of(db, event_id: str) -> bytes:
+    db.commit()
+    event = db(db.hookline_event.event_id == event_id).select().first()
+    return event.payload.encode("utf-8")
+
+
+def test_request_carries_signed_standard_webhooks_headers_and_the_payload(settings, db, box):
+    view, credentials = make_endpoint(db, box, headers={"X-Tenant": "acme", "Authorization": "t"})
+    secret = credentials["secret"]
+    event_id = outbox.publish(db, "order.created", {"order": {"order_id": "ord_1"}})
+    db.commit()
+    transport = RecordingTransport()
+    before = int(time.time())
+
+    stats = run(settings, transport)
+
+    assert stats.claimed == 1 and stats.succeeded == 1
+    [request] = transport.requests
+    assert isinstance(request, OutboundRequest)
+    assert request.url == view["url"]
+    headers = lower(request.headers)
+    assert headers["webhook-id"] == event_id
+    assert before <= int(headers["webhook-timestamp"]) <= int(time.time())
+    assert headers["content-type"] == "application/json"
+    assert headers["x-tenant"] == "acme"
+    assert headers["authorization"] == "t"
+    assert request.body == payload_of(db, event_id)
+    assert json.loads(request.body)["data"] == {"order": {"order_id": "ord_1"}}
+    assert headers["webhook-signature"].startswith("v1,")
+    assert " " not in headers["webhook-signature"]  # one secret, one signature
+
+    signing.verify(headers, request.body, secrets=[secret], now=int(time.time()))
+    received = standardwebhooks.Webhook(secret).verify(request.body, dict(request.headers))
+    assert received["type"] == "order.created"
+    with pytest.raises(signing.SignatureError):
+        signing.verify(headers, request.body + b" ", secrets=[secret], now=int(time.time()))
+    with pytest.raises(standardwebhooks.webhooks.WebhookVerificationError):
+        standardwebhooks.Webhook(signing.generate_secret()).verify(request.body, headers)
+
+    [row] = deliveries(db)
+    assert row.status == "succeeded" and row.attempts == 1
+
+
+def run_until_settled(settings, db, responder, runs: int = 4):
+    """Burst runs (each with a fresh transport answering from ``responder``) until nothing is
+    pending; return the summed stats and every request sent."""
+    total, requests = WorkerStats(), []
+    for _ in range(runs):
+        transport = RecordingTransport(responder)
+        stats = run(settings, transport)
+        assert transport.closed
+        requests += transport.requests
+        for name in ("claimed", "recorded", "succeeded", "recovered"):
+            setattr(total, name, getattr(total, name) + getattr(stats, name))
+        if not any(r.status in ("pending", "sending") for r in deliveries(db)):
+            break
+    return total, requests
+
+
+def scripted(*results: TransportResult):
+    answers = iter(results)
+    return lambda _request: next(answers)
+
+
+def test_retry_after_a_500_then_success_keeps_the_webhook_id(settings, db, box):
+    _, credentials = make_endpoint(db, box, retry_schedule="0,0,0")
+    event_id = outbox.publish(db, "ping", {"n": 1})
+    db.commit()
+
+    total, requests = run_until_settled(
+        settings, db, scripted(TransportResult(500, body=b"oops"), TransportResult(200, body=b"ok"))
+    )
+
+    [row] = deliveries(db)
+    assert row.status == "succeeded"
+    assert row.attempts == 2
+    assert total.claimed == 2 and total.recorded == 2 and total.succeeded == 1
+    assert len(requests) == 2
+    ids = {lower(r.headers)["webhook-id"] for r in requests}
+    assert ids == {event_id}  # stable across retries: receivers can deduplicate
+    for request in requests:
+        signing.verify(
+            lower(request.headers),
+            request.body,
+            secrets=[credentials["secret"]],
+            now=int(time.time()),
+        )
+    db.commit()
+    log = db(db.hookline_attempt.delivery == row.id).select(orderby=db.hookline_attempt.id)
+    assert [(a.number, a.status_code, a.outcome) for a in log] == [
+        (1, 500, "retry"),
+        (2, 200, "succeeded"),
+    ]
+    assert log[0].response_body == "oops"
+
+
+def test_retry_after_header_is_honoured(settings, db, box):
+    make_endpoint(db, box, retry_schedule="0,0,0")
+    outbox.publish(db, "ping", {})
+    db.commit()
+    transport = RecordingTransport([TransportResult(429, headers={"retry-after": "120"})])
+    started = time.time()
+
+    stats = run(settings, transport)
+
+    assert stats.claimed == 1 and stats.recorded == 1 and stats.succeeded == 0
+    [row] = deliveries(db)
+    assert row.status == "pending"
+    assert row.last_status_code == 429
+    assert started + 115 <= row.next_attempt_at <= time.time() + 121
+    assert "Retry-After" in row.last_error
+    assert len(transport.requests) == 1  # and the burst did not wait for it
+
+
+def test_rotation_signs_with_both_secrets(settings, db, box):
+    view, credentials = make_endpoint(db, box)
+    old = credentials["secret"]
+    new = endpoints.rotate_secret(db, box, view["endpoint_id"])
+    outbox.publish(db, "ping", {})
+    db.commit()
+    transport = RecordingTransport()
+
+    run(settings, transport)
+
+    [request] = transport.requests
+    headers = lower(request.headers)
+    parts = headers["webhook-signature"].split(" ")
+    assert len(parts) == 2 and all(p.startswith("v1,") for p in parts)
+    now = int(time.time())
+    signing.verify(headers, request.body, secrets=[old], now=now)
+    signing.verify(headers, request.body, secrets=[new], now=now)
+    standardwebhooks.Webhook(old).verify(request.body, headers)
+    standardwebhooks.Webhook(new).verify(request.body, headers)
+
+
+def test_ed25519_endpoint_also_gets_a_v1a_signature(settings, db, box):
+    _, credentials = make_endpoint(db, box, ed25519=True)
+    public_key = credentials["public_key"]
+    outbox.publish(db, "ping", {})
+    db.commit()
+    transport = RecordingTransport()
+
+    run(settings, transport)
+
+    [request] = transport.requests
+    headers = lower(request.headers)
+    versions = sorted(p.split(",")[0] for p in headers["webhook-signature"].split(" "))
+    assert versions == ["v1", "v1a"]
+    now = int(time.time())
+    signing.verify(headers, request.body, public_keys=[public_key], now=now)
+    signing.verify(headers, request.body, secrets=[credentials["secret"]], now=now)
+    standardwebhooks.Webhook(credentials["secret"]).verify(request.body, headers)
+    other_public = signing.generate_ed25519_keypair()[1]
+    with pytest.raises(signing.SignatureError):
+        signing.verify(headers, request.body, public_keys=[other_public], now=now)
+
+
+def test_max_deliveries_stops_early(settings, db, box):
+    make_endpoint(db, box)
+    for n in range(5):
+        outbox.publish(db, "ping", {"n": n})
+    db.commit()
+    transport = RecordingTransport()
+
+    stats = run(settings, transport, max_deliveries=2)
+
+    assert stats.claimed == 2 and stats.recorded == 2 and stats.succeeded == 2
+    assert len(transport.requests) == 2
+    statuses = [r.status for r in deliveries(db)]
+    assert statuses.count("succeeded") == 2 and statuses.count("pending") == 3
+
+
+def test_stats_count_claims_records_successes_and_recoveries(settings, db, box):
+    make_endpoint(db, box, retry_schedule="0,0")
+    long_ago = utcnow() - dt.timedelta(seconds=200)
+    for n in range(4):
+        outbox.publish(db, "ping", {"n": n}, now=long_ago + dt.timedelta(seconds=n))
+    db.commit()
+    # The oldest delivery (n=0) was leased by a worker that died long ago.
+    [lost] = queue.claim(db, "dead-worker", now=time.time() - 100, capacity=1, lease_s=5)
+    assert json.loads(lost.payload)["data"] == {"n": 0}
+
+    def respond(request: OutboundRequest) -> TransportResult:
+        n = json.loads(request.body)["data"]["n"]
+        return TransportResult(500 if n == 1 else 200)
+
+    stats, requests = run_until_settled(settings, db, respond)
+
+    assert stats.recovered == 1
+    # n=0 (recovered, attempt 2), n=1 twice (fails, retried, fails), n=2, n=3
+    assert stats.claimed == 5
+    assert stats.recorded == 5
+    assert stats.succeeded == 3
+    assert len(requests) == 5
+    by_n = {}
+    db.commit()
+    for row in deliveries(db):
+        event = db.hookline_event[row.event]
+        by_n[json.loads(event.payload)["data"]["n"]] = (row.status, row.attempts)
+    assert by_n == {
+        0: ("succeeded", 2),
+        1: ("failed", 2),
+        2: ("succeeded", 1),
+        3: ("succeeded", 1),
+    }
+
+
+def test_one_burst_run_also_sends_a_retry_that_became_due(settings, db, box):
+    # ``burst``: "delivers due deliveries until none is due". A retry due at once (schedule 0)
+    # is due when the run ends, so the same run must send it.
+    make_endpoint(db, box, retry_schedule="0,0,0")
+    outbox.publish(db, "ping", {})
+    db.commit()
+    transport = RecordingTransport(scripted(TransportResult(500), TransportResult(200)))
+
+    stats = run(settings, transport)
+
+    [row] = deliveries(db)
+    assert (row.status, row.attempts) == ("succeeded", 2), "burst ended with a retry due"
+    assert stats.claimed == 2 and stats.succeeded == 1

@@ -8,6 +8,9 @@ psycopg2 with a small per-process pool. Migration metadata lives in the database
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from pydal import DAL
@@ -15,8 +18,11 @@ from pydal.migrator import InDBMigrator
 
 from hookline.config import Settings
 from hookline.schema import define_tables, ensure_indexes
+from hookline.sources import ensure_orders_source
 
 __all__ = ["connect", "driver_errors", "migrate"]
+
+_MIGRATION_LOCK_KEY = 0x686F6F6B6C696E65  # "hookline"
 
 
 def _sqlite_pragmas(settings: Settings):
@@ -65,13 +71,40 @@ def connect(
     return db
 
 
-def migrate(settings: Settings) -> None:
-    """Create or upgrade hookline's tables and indexes; run once before serving."""
-    db = connect(settings, migrate_tables=True)
+@contextmanager
+def _migration_lock(settings: Settings) -> Iterator[None]:
+    # Web servers and workers start together and each migrates: one at a time, or they race on
+    # pydal's migration records and on table locks.
+    if settings.is_sqlite:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(settings.data_dir / ".migrate.lock", "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        return
+    import psycopg2
+
+    conn = psycopg2.connect(settings.database_url.replace("postgres://", "postgresql://", 1))
     try:
-        ensure_indexes(db)
+        conn.autocommit = True
+        conn.cursor().execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK_KEY,))
+        yield
     finally:
-        db.close()
+        conn.close()  # ends the session, which releases the advisory lock
+
+
+def migrate(settings: Settings) -> None:
+    """Create or upgrade hookline's tables and indexes; safe to run from many processes at once."""
+    with _migration_lock(settings):
+        db = connect(settings, migrate_tables=True)
+        try:
+            ensure_indexes(db)
+            ensure_orders_source(db)
+            db.commit()
+        finally:
+            db.close()
 
 
 def driver_errors(db: DAL, name: str) -> tuple[type[BaseException], ...]:

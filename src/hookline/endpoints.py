@@ -224,7 +224,7 @@ def rotate_secret(
     db(current).update(expires_at=expires)
     secret = signing.generate_secret()
     table.insert(endpoint=row.id, secret_enc=box.encrypt(secret), created_at=now)
-    row.update_record(updated_at=now)
+    row.update_record(updated_at=now, secrets_version=row.secrets_version + 1)
     return secret
 
 

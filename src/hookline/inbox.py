@@ -51,11 +51,13 @@ def record(
     request: Request,
     response: Response,
     status: str = "processed",
+    event_type: str | None = None,
+    inbox_id: str | None = None,
     now: dt.datetime | None = None,
 ) -> str:
     """Store ``request`` and its ``response`` in the caller's transaction; return the row's id."""
     now = now or utcnow()
-    inbox_id = new_id("msg")
+    inbox_id = inbox_id or new_id("msg")
     db.hookline_inbox.insert(
         inbox_id=inbox_id,
         source=source,
@@ -69,6 +71,7 @@ def record(
         response_body=response.body.decode("utf-8"),
         received_at=now,
         processed_at=now if status == "processed" else None,
+        event_type=event_type,
     )
     return inbox_id
 

@@ -138,6 +138,7 @@ class Claimed:
     retry_schedule: tuple[float, ...] | None
     signing_key_enc: str | None
     lease_owner: str
+    secrets_version: int = 1
 
 
 _CANDIDATES = """
@@ -153,7 +154,8 @@ LIMIT %s
 
 _CLAIMED = """
 SELECT d.id, d.delivery_id, d.attempts, ev.event_id, ev.payload, e.id, e.endpoint_id, e.url,
-       e.custom_headers, e.timeout_s, e.connect_timeout_s, e.retry_schedule, e.signing_key_enc
+       e.custom_headers, e.timeout_s, e.connect_timeout_s, e.retry_schedule, e.signing_key_enc,
+       e.secrets_version
 FROM hookline_delivery d
 JOIN hookline_event ev ON ev.id = d.event
 JOIN hookline_endpoint e ON e.id = d.endpoint
@@ -258,6 +260,7 @@ def _claimed(row: Sequence[Any], not_before: float, worker: str) -> Claimed:
         retry_schedule=tuple(schedule) if schedule else None,
         signing_key_enc=row[12],
         lease_owner=worker,
+        secrets_version=int(row[13]),
     )
 
 

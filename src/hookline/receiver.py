@@ -11,9 +11,11 @@ import datetime as dt
 
 from pydal import DAL
 
-from hookline import inbox, order_rules, orders
+from hookline import inbound, inbox, order_rules, orders
 from hookline.database import driver_errors
-from hookline.errors import ClientError, StaleWrite
+from hookline.errors import RequestRefused, StaleWrite
+from hookline.secretbox import SecretBox
+from hookline.sources import ORDERS_SOURCE
 from hookline.timeutil import utcnow
 from hookline.webio import (
     Request,
@@ -27,7 +29,6 @@ from hookline.webio import (
 
 __all__ = ["ORDERS_SOURCE", "SUCCESS", "receive_order_webhook"]
 
-ORDERS_SOURCE = "orders"
 SUCCESS = {"status": "success", "message": "Webhook processed"}
 _RACE_RETRIES = 10
 
@@ -49,12 +50,18 @@ def _process(db: DAL, request: Request, message_id: str | None, now: dt.datetime
 
 
 def receive_order_webhook(
-    db: DAL, request: Request, *, max_body_bytes: int, now: dt.datetime | None = None
+    db: DAL,
+    request: Request,
+    *,
+    max_body_bytes: int,
+    box: SecretBox | None = None,
+    now: dt.datetime | None = None,
 ) -> Response:
     """Answer one request to the seed's order webhook; commits before a 2xx.
 
     Non-POST -> 400 ``Invalid request`` (the seed's answer); bad input -> a JSON 4xx naming the
-    reason, with nothing written.
+    reason, with nothing written. With ``box`` (the secret box), the built-in ``orders`` source
+    is consulted: once it has a secret, requests must be signed for its kind (401 otherwise).
     """
     if request.method != "POST":
         return text_response(400, "Invalid request")
@@ -63,7 +70,12 @@ def receive_order_webhook(
     # fault: roll back and go again; the retry sees the winner's committed row.
     races = (*driver_errors(db, "IntegrityError"), StaleWrite)
     try:
-        check_size(request.body, max_body_bytes)
+        if box is None:
+            check_size(request.body, max_body_bytes)
+        else:
+            inbound.admit(
+                db, box, request, ORDERS_SOURCE, default_max_body_bytes=max_body_bytes, now=now
+            )
         message_id = inbox.message_id_of(request)
         for _ in range(_RACE_RETRIES - 1):
             try:
@@ -71,7 +83,7 @@ def receive_order_webhook(
             except races:
                 db.rollback()
         return _process(db, request, message_id, now)
-    except ClientError as error:
+    except RequestRefused as error:
         db.rollback()
         return error_response(error)
     except BaseException:

@@ -79,6 +79,25 @@ def define_tables(db: DAL, *, migrate: bool = False) -> DAL:
         Field("response_body", "text"),
         Field("received_at", "datetime", notnull=True),
         Field("processed_at", "datetime"),
+        Field("event_type", "string", length=128),
+        migrate=migrate,
+    )
+    db.define_table(
+        "hookline_source",
+        Field("source_id", "string", length=32, notnull=True, unique=True),
+        Field("name", "string", length=64, notnull=True, unique=True),
+        Field("kind", "string", length=16, notnull=True),
+        Field("secrets_enc", "text"),
+        Field("public_keys", "text", notnull=True, default="[]"),
+        Field("hmac_scheme", "text"),
+        Field("tolerance_s", "integer", notnull=True, default=300),
+        Field("max_body_bytes", "integer"),
+        Field("enabled", "integer", notnull=True, default=1),
+        Field("verify_failures", "bigint", notnull=True, default=0),
+        Field("last_failure_at", "datetime"),
+        Field("last_failure_reason", "string", length=64),
+        Field("created_at", "datetime", notnull=True),
+        Field("updated_at", "datetime", notnull=True),
         migrate=migrate,
     )
     db.define_table(
@@ -121,6 +140,8 @@ def _define_delivery_tables(db: DAL, migrate: bool) -> None:
         Field("created_at", "datetime", notnull=True),
         Field("updated_at", "datetime", notnull=True),
         Field("deleted_at", "datetime"),
+        # Bumped by every rotation: workers key their cache of decrypted secrets on it.
+        Field("secrets_version", "integer", notnull=True, default=1),
         migrate=migrate,
     )
     db.define_table(
@@ -164,8 +185,25 @@ def _define_delivery_tables(db: DAL, migrate: bool) -> None:
     )
 
 
+def _existing_indexes(db: DAL) -> set[str]:
+    if db._adapter.dbengine == "postgres":
+        sql = "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+    else:
+        sql = "SELECT name FROM sqlite_master WHERE type = 'index'"
+    return {row[0] for row in db.executesql(sql)}
+
+
 def ensure_indexes(db: DAL) -> None:
-    """Create the indexes pydal does not express; idempotent."""
-    for statement in _INDEXES:
-        db.executesql(statement)
+    """Create the indexes pydal does not express; idempotent.
+
+    Only missing ones are created, each in its own transaction: on PostgreSQL even
+    ``CREATE INDEX IF NOT EXISTS`` locks its table, and holding one table's lock while waiting
+    for the next could deadlock with workers writing to both.
+    """
+    existing = _existing_indexes(db)
     db.commit()
+    for statement in _INDEXES:
+        name = statement.split(" IF NOT EXISTS ", 1)[1].split()[0]
+        if name not in existing:
+            db.executesql(statement)
+            db.commit()

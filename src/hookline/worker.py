@@ -103,7 +103,7 @@ class Worker:
         self._inflight: set[asyncio.Task[None]] = set()
         self._inflight_rows: set[int] = set()  # leased and not yet recorded: the heartbeat set
         self._results: list[SendResult] = []
-        self._secrets: dict[int, tuple[float, list[str]]] = {}
+        self._secrets: dict[tuple[int, int], tuple[float, list[str]]] = {}
         self._signing_keys: dict[str, str] = {}
         self._disable_after = dt.timedelta(days=settings.disable_after_days)
         self._transient_errors: tuple[type[BaseException], ...] = ()
@@ -264,15 +264,19 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 
-    async def _active_secrets(self, endpoint_row: int) -> list[str]:
-        cached = self._secrets.get(endpoint_row)
+    async def _active_secrets(self, item: Claimed) -> list[str]:
+        # Keyed on the endpoint's secrets_version, which a rotation bumps: a new secret signs
+        # from the next claim on; the TTL bounds how long an expired old one may still sign.
+        key = (item.endpoint_row, item.secrets_version)
+        cached = self._secrets.get(key)
         now = time.monotonic()
         if cached and cached[0] > now:
             return cached[1]
         from hookline.endpoints import active_secrets
 
-        secrets = await self._on_db(active_secrets, self._db, self._box, endpoint_row)
-        self._secrets[endpoint_row] = (now + SECRETS_TTL_S, secrets)
+        secrets = await self._on_db(active_secrets, self._db, self._box, item.endpoint_row)
+        self._secrets = {k: v for k, v in self._secrets.items() if v[0] > now}
+        self._secrets[key] = (now + SECRETS_TTL_S, secrets)
         return secrets
 
     def _signing_key(self, encrypted: str | None) -> list[str]:
@@ -289,7 +293,7 @@ class Worker:
             await asyncio.sleep(delay)
         started = self.clock()
         try:
-            secrets = await self._active_secrets(item.endpoint_row)
+            secrets = await self._active_secrets(item)
             headers = {
                 **item.headers,
                 **signing.outbound_headers(

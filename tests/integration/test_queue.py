@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import random
 import threading
+import time
 
 import pytest
 
@@ -242,6 +243,9 @@ def _claim_all(settings, worker: str, start: threading.Barrier, at: float, out: 
             if not batch:
                 break
             got.extend(item.delivery_row for item in batch)
+            # A real worker sends between claims; without this pause one thread can take every
+            # SQLite write lock in a row (its busy handler favours whoever holds the GIL).
+            time.sleep(0.002)
         out[worker] = got
     except BaseException as error:  # reported by the main thread
         out[worker] = error

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from py4web import action
 
-from hookline import __version__, delivery_api, orders_api, receiver
+from hookline import __version__, delivery_api, inbound, orders_api, receiver
 from hookline.web.adapter import answer, call
 from hookline.webio import Request, json_response
 
@@ -12,6 +12,8 @@ from .common import api_context, api_key, db
 from .settings import SETTINGS
 
 _LIMIT = SETTINGS.max_body_bytes
+# A source may allow larger bodies than the default; its own limit is checked after lookup.
+_BODY_CEILING = 64 * 1024 * 1024
 _ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
@@ -19,7 +21,24 @@ _ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 @action.uses(db)
 def webhook() -> bytes:
     """The seed's order webhook: POST form or JSON order fields; anything else is a 400."""
-    return call(receiver.receive_order_webhook, db, _LIMIT, max_body_bytes=_LIMIT)
+    return call(
+        receiver.receive_order_webhook, db, _LIMIT, max_body_bytes=_LIMIT, box=api_context.box
+    )
+
+
+@action("webhook/<source>", method=_ANY_METHOD)
+@action.uses(db)
+def webhook_source(source: str) -> bytes:
+    """A named source (Stripe, GitHub, Shopify, Standard Webhooks, HMAC): verified, deduped,
+    stored before the answer."""
+    return call(
+        inbound.receive,
+        db,
+        _BODY_CEILING,
+        source,
+        box=api_context.box,
+        default_max_body_bytes=_LIMIT,
+    )
 
 
 @action("index")

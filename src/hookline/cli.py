@@ -224,7 +224,8 @@ def keys_revoke(key_id_or_name: str) -> None:
 
 def main() -> None:
     """Entry point of the ``hookline`` console script."""
-    from hookline.cli_delivery import register
+    from hookline.cli_delivery import register, register_sources
 
     register(cli)
+    register_sources(cli)
     cli(prog_name="hookline")

@@ -20,8 +20,9 @@ from hookline.endpoint_rules import parse_endpoint
 from hookline.errors import ConfigError, HooklineError, RequestRefused
 from hookline.netguard import NetworkPolicy
 from hookline.secretbox import SecretBox, load_secret_box
+from hookline.verifiers import SOURCE_KINDS
 
-__all__ = ["register"]
+__all__ = ["register", "register_sources"]
 
 console = Console(highlight=False)
 
@@ -290,3 +291,96 @@ def register(cli: click.Group) -> None:
         click.echo(f"replaying {event_id}: {len(created)} new deliveries")
         for delivery_id in created:
             click.echo(f"  {delivery_id}")
+
+
+def register_sources(cli: click.Group) -> None:
+    """Add ``hookline sources ...`` to the CLI."""
+    from hookline import sources
+
+    @cli.group("sources")
+    def sources_group() -> None:
+        """Manage the sources webhooks are received from (/myapp/webhook/<name>)."""
+
+    @sources_group.command("add")
+    @click.argument("name")
+    @click.option("--kind", required=True, type=click.Choice(list(SOURCE_KINDS)))
+    @click.option("--secret", help="The provider's signing secret (standard: generated if none).")
+    @click.option("--tolerance-s", type=int, help="Timestamp tolerance in seconds (default 300).")
+    @click.option("--max-body-bytes", type=int)
+    @click.option("--hmac-header")
+    @click.option("--hmac-algorithm", type=click.Choice(["sha256", "sha512"]))
+    @click.option("--hmac-encoding", type=click.Choice(["hex", "base64"]))
+    @click.option("--hmac-prefix")
+    @click.option("--hmac-id-header")
+    def add(name: str, **options: Any) -> None:
+        """Add a source; its URL is /myapp/webhook/NAME."""
+        fields = {k: v for k, v in options.items() if v is not None}
+        with _session() as (db, box, _network):
+            view, generated = sources.create_source(
+                db, box, sources.parse_source({"name": name, **fields}, creating=True)
+            )
+        click.echo(f"source {view['name']} ({view['kind']}) at {view['url_path']}")
+        if generated:
+            click.echo(f"secret {generated}")
+
+    @sources_group.command("list")
+    @click.option("--json", "as_json", is_flag=True)
+    def list_(as_json: bool) -> None:
+        """List sources."""
+        with _session() as (db, box, _network):
+            rows = sources.list_sources(db, box)
+        if as_json:
+            _print_json(rows)
+            return
+        table = Table("name", "kind", "path", "secrets", "enabled", "refused")
+        for row in rows:
+            table.add_row(
+                row["name"],
+                row["kind"],
+                row["url_path"],
+                str(row["active_secrets"]),
+                "yes" if row["enabled"] else "no",
+                str(row["verify_failures"]),
+            )
+        console.print(table)
+
+    @sources_group.command("show")
+    @click.argument("name")
+    def show(name: str) -> None:
+        """Show a source as JSON (never its secrets)."""
+        with _session() as (db, box, _network):
+            _print_json(sources.get_source(db, box, name))
+
+    @sources_group.command("update")
+    @click.argument("name")
+    @click.option("--kind", type=click.Choice(list(SOURCE_KINDS)))
+    @click.option("--tolerance-s", type=int)
+    @click.option("--max-body-bytes", type=int)
+    @click.option("--enable/--disable", "enabled", default=None)
+    def update(name: str, **options: Any) -> None:
+        """Change a source's kind, limits or enabled flag."""
+        fields = {k: v for k, v in options.items() if v is not None}
+        with _session() as (db, box, _network):
+            _print_json(
+                sources.update_source(db, box, name, sources.parse_source(fields, creating=False))
+            )
+
+    @sources_group.command("rotate")
+    @click.argument("name")
+    @click.option("--secret", help="The new secret (generated if omitted).")
+    @click.option("--grace-hours", type=click.FloatRange(0, 720), default=24.0, show_default=True)
+    def rotate(name: str, secret: str | None, grace_hours: float) -> None:
+        """Add a secret; the current ones keep verifying for the grace period."""
+        with _session() as (db, box, _network):
+            new = sources.rotate_secret(
+                db, box, name, secret=secret, grace=dt.timedelta(hours=grace_hours)
+            )
+        click.echo(f"rotated {name}" + ("" if secret else f": secret {new}"))
+
+    @sources_group.command("delete")
+    @click.argument("name")
+    def delete(name: str) -> None:
+        """Delete a source."""
+        with _session() as (db, _box, _network):
+            sources.delete_source(db, name)
+        click.echo(f"deleted {name}")

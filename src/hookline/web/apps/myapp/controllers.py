@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from py4web import action
 
-from hookline import __version__, delivery_api, inbound, orders_api, receiver
+from hookline import __version__, delivery_api, inbound, orders_api, receiver, sources_api
 from hookline.web.adapter import answer, call
 from hookline.webio import Request, json_response
 
@@ -166,6 +166,62 @@ def post_api_delivery_retry(delivery_id: str) -> bytes:
 def post_api_event_replay(event_id: str) -> bytes:
     """Deliver an event again."""
     return call(delivery_api.replay_event, db, _LIMIT, api_context, event_id)
+
+
+@action("api/sources", method=["GET"])
+@action.uses(db, api_key)
+def get_api_sources() -> bytes:
+    """List sources."""
+    return call(sources_api.list_sources, db, _LIMIT, api_context)
+
+
+@action("api/sources", method=["POST"])
+@action.uses(db, api_key)
+def post_api_sources() -> bytes:
+    """Create a source."""
+    return call(sources_api.create_source, db, _LIMIT, api_context)
+
+
+@action("api/sources/<name>", method=["GET"])
+@action.uses(db, api_key)
+def get_api_source(name: str) -> bytes:
+    """Show a source."""
+    return call(sources_api.show_source, db, _LIMIT, api_context, name)
+
+
+@action("api/sources/<name>", method=["PATCH"])
+@action.uses(db, api_key)
+def patch_api_source(name: str) -> bytes:
+    """Change a source."""
+    return call(sources_api.update_source, db, _LIMIT, api_context, name)
+
+
+@action("api/sources/<name>", method=["DELETE"])
+@action.uses(db, api_key)
+def delete_api_source(name: str) -> bytes:
+    """Delete a source."""
+    return call(sources_api.delete_source, db, _LIMIT, api_context, name)
+
+
+@action("api/sources/<name>/rotate", method=["POST"])
+@action.uses(db, api_key)
+def post_api_source_rotate(name: str) -> bytes:
+    """Add a secret to a source; the old ones verify for a grace period."""
+    return call(sources_api.rotate_source, db, _LIMIT, api_context, name)
+
+
+@action("api/inbox", method=["GET"])
+@action.uses(db, api_key)
+def get_api_inbox() -> bytes:
+    """List received webhooks."""
+    return call(sources_api.list_inbox, db, _LIMIT, api_context)
+
+
+@action("api/inbox/<inbox_id>", method=["GET"])
+@action.uses(db, api_key)
+def get_api_inbox_item(inbox_id: str) -> bytes:
+    """Show one received webhook with its headers and body."""
+    return call(sources_api.get_inbox_item, db, _LIMIT, api_context, inbox_id)
 
 
 def _not_found(db_: object, request: Request) -> object:

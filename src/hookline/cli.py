@@ -224,8 +224,9 @@ def keys_revoke(key_id_or_name: str) -> None:
 
 def main() -> None:
     """Entry point of the ``hookline`` console script."""
-    from hookline.cli_delivery import register, register_sources
+    from hookline.cli_delivery import register, register_inbox, register_sources
 
     register(cli)
     register_sources(cli)
+    register_inbox(cli)
     cli(prog_name="hookline")

@@ -22,7 +22,7 @@ from hookline.netguard import NetworkPolicy
 from hookline.secretbox import SecretBox, load_secret_box
 from hookline.verifiers import SOURCE_KINDS
 
-__all__ = ["register", "register_sources"]
+__all__ = ["register", "register_inbox", "register_sources"]
 
 console = Console(highlight=False)
 
@@ -384,3 +384,69 @@ def register_sources(cli: click.Group) -> None:
         with _session() as (db, _box, _network):
             sources.delete_source(db, name)
         click.echo(f"deleted {name}")
+
+
+def register_inbox(cli: click.Group) -> None:
+    """Add ``hookline inbox ...`` to the CLI."""
+    from hookline import handlers
+
+    @cli.group("inbox")
+    def inbox_group() -> None:
+        """Inspect and replay received webhooks."""
+
+    @inbox_group.command("list")
+    @click.option("--source")
+    @click.option("--status", type=click.Choice(["received", "processing", "processed", "failed"]))
+    @click.option("--type", "event_type")
+    @click.option("--limit", type=click.IntRange(1, 200), default=50)
+    @click.option("--json", "as_json", is_flag=True)
+    def list_(
+        source: str | None, status: str | None, event_type: str | None, limit: int, as_json: bool
+    ) -> None:
+        """List received webhooks, newest first."""
+        with _session() as (db, _box, _network):
+            table = db.hookline_inbox
+            query = table.id > 0
+            for column, value in (
+                (table.source, source),
+                (table.status, status),
+                (table.event_type, event_type),
+            ):
+                if value is not None:
+                    query &= column == value
+            rows = [
+                {
+                    "inbox_id": r.inbox_id,
+                    "source": r.source,
+                    "event_type": r.event_type,
+                    "status": r.status,
+                    "attempts": r.attempts,
+                    "last_error": r.last_error,
+                    "received_at": str(r.received_at),
+                }
+                for r in db(query).select(orderby=~table.id, limitby=(0, limit))
+            ]
+        if as_json:
+            _print_json(rows)
+            return
+        table_view = Table("inbox id", "source", "type", "status", "attempts", "last error")
+        for column in table_view.columns:
+            column.overflow = "fold"
+        for row in rows:
+            table_view.add_row(
+                row["inbox_id"],
+                row["source"],
+                row["event_type"] or "",
+                row["status"],
+                str(row["attempts"]),
+                (row["last_error"] or "")[:60],
+            )
+        console.print(table_view)
+
+    @inbox_group.command("replay")
+    @click.argument("inbox_id")
+    def replay(inbox_id: str) -> None:
+        """Run a received webhook's handler again."""
+        with _session() as (db, _box, _network):
+            handlers.replay_message(db, inbox_id)
+        click.echo(f"{inbox_id} is received again; the worker will handle it")

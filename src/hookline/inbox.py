@@ -15,7 +15,7 @@ from pydal import DAL
 
 from hookline.errors import BadRequest
 from hookline.ids import new_id
-from hookline.timeutil import utcnow
+from hookline.timeutil import to_epoch, utcnow
 from hookline.webio import Request, Response, redacted_headers
 
 __all__ = ["IDEMPOTENCY_HEADERS", "find_message", "message_id_of", "record", "replay_response"]
@@ -72,6 +72,7 @@ def record(
         received_at=now,
         processed_at=now if status == "processed" else None,
         event_type=event_type,
+        next_attempt_at=to_epoch(now) if status == "received" else None,
     )
     return inbox_id
 

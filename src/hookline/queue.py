@@ -495,11 +495,15 @@ def extend_leases(db: DAL, worker: str, delivery_rows: Sequence[int], *, until: 
     return count
 
 
-def next_due(db: DAL) -> float | None:
-    """When the earliest pending delivery is due (epoch seconds), or ``None``."""
+def next_due(db: DAL, *, include_inbox: bool = False) -> float | None:
+    """When the earliest pending delivery (and, with ``include_inbox``, received webhook awaiting
+    its handler) is due, in epoch seconds, or ``None``."""
     db.commit()
-    row = db.executesql(
-        "SELECT MIN(next_attempt_at) FROM hookline_delivery WHERE status = 'pending'"
-    )
+    statements = ["SELECT MIN(next_attempt_at) FROM hookline_delivery WHERE status = 'pending'"]
+    if include_inbox:
+        statements.append(
+            "SELECT MIN(next_attempt_at) FROM hookline_inbox WHERE status = 'received'"
+        )
+    times = [row[0][0] for row in (db.executesql(s) for s in statements) if row and row[0][0]]
     db.commit()
-    return float(row[0][0]) if row and row[0][0] is not None else None
+    return float(min(times)) if times else None

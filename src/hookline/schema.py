@@ -19,6 +19,10 @@ _INDEXES = (
     "CREATE UNIQUE INDEX IF NOT EXISTS hookline_inbox_message_idx"
     " ON hookline_inbox (source, message_id)",
     "CREATE INDEX IF NOT EXISTS hookline_inbox_received_idx ON hookline_inbox (received_at)",
+    "CREATE INDEX IF NOT EXISTS hookline_inbox_due_idx"
+    " ON hookline_inbox (next_attempt_at) WHERE status = 'received'",
+    "CREATE INDEX IF NOT EXISTS hookline_inbox_lease_idx"
+    " ON hookline_inbox (lease_until) WHERE status = 'processing'",
     # The claim reads due deliveries in time order from this partial index: O(log n) however
     # many deliveries wait in the future or are finished.
     "CREATE INDEX IF NOT EXISTS hookline_delivery_due_idx"
@@ -80,6 +84,12 @@ def define_tables(db: DAL, *, migrate: bool = False) -> DAL:
         Field("received_at", "datetime", notnull=True),
         Field("processed_at", "datetime"),
         Field("event_type", "string", length=128),
+        # Handler processing (received -> processing -> processed | received again | failed).
+        Field("attempts", "integer", notnull=True, default=0),
+        Field("next_attempt_at", "double"),
+        Field("lease_until", "double"),
+        Field("lease_owner", "string", length=64),
+        Field("last_error", "text"),
         migrate=migrate,
     )
     db.define_table(

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydal import DAL
 
-from hookline import sources
+from hookline import handlers, sources
 from hookline.delivery_api import ApiContext
 from hookline.errors import NotFound, ValidationFailed
 from hookline.timeutil import isoformat
@@ -24,12 +24,13 @@ __all__ = [
     "get_inbox_item",
     "list_inbox",
     "list_sources",
+    "replay_inbox_item",
     "rotate_source",
     "show_source",
     "update_source",
 ]
 
-INBOX_STATUSES = ("received", "processed", "failed")
+INBOX_STATUSES = ("received", "processing", "processed", "failed")
 MAX_PAGE = 200
 
 
@@ -151,3 +152,10 @@ def get_inbox_item(db: DAL, request: Request, ctx: ApiContext, inbox_id: str) ->
     if row is None:
         raise NotFound(f"no inbox item {inbox_id!r}")
     return json_response(200, _inbox_to_dict(row, full=True))
+
+
+def replay_inbox_item(db: DAL, request: Request, ctx: ApiContext, inbox_id: str) -> Response:
+    """``POST /api/inbox/<inbox_id>/replay``: run its handler again."""
+    view = handlers.replay_message(db, inbox_id)
+    db.commit()
+    return json_response(202, view)

@@ -28,7 +28,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from hookline import __version__, queue, signing
+from hookline import (
+    __version__,
+    handlers,
+    integrations,  # noqa: F401 - registers the built-in handlers
+    queue,
+    signing,
+)
 from hookline.config import Settings
 from hookline.database import connect, driver_errors
 from hookline.fanout import NOTIFY_CHANNEL
@@ -52,6 +58,7 @@ MIN_BACKOFF_S = 0.1
 MAX_BACKOFF_S = 5.0
 FIRST_PURGE_AFTER_S = 60.0
 MAX_BATCH = 500
+INBOX_BATCH = 50
 
 
 @dataclass
@@ -62,6 +69,7 @@ class WorkerStats:
     recorded: int = 0
     succeeded: int = 0
     recovered: int = 0
+    handled: int = 0
 
 
 class Worker:
@@ -144,11 +152,14 @@ class Worker:
                             rng=self.rng,
                             disable_after=self._disable_after,
                         )
+                        await self._on_db(handlers.recover_messages, self._db, now=now)
                     if now - last_heartbeat >= self.settings.lease_seconds / 3:
                         last_heartbeat = now
                         await self._heartbeat(now)
                     claimed = await self._claim() if not self._stopping else 0
                     flushed = await self._flush()
+                    if not self._stopping:
+                        claimed += await self._handle_inbox()
                 except self._transient_errors as error:
                     # A lost deadlock, a busy SQLite, a dropped connection: unrecorded results
                     # stay queued, leases protect what was claimed; back off and go again.
@@ -217,6 +228,30 @@ class Worker:
             task.add_done_callback(self._finished)
         return len(claimed)
 
+    async def _handle_inbox(self) -> int:
+        """Run the handlers of due received webhooks (on the database thread)."""
+        now = self.clock()
+        messages = await self._on_db(
+            handlers.claim_messages,
+            self._db,
+            self.worker_id,
+            now=now,
+            capacity=INBOX_BATCH,
+            lease_s=float(self.settings.lease_seconds),
+        )
+        if messages:
+            counts = await self._on_db(
+                handlers.process_messages,
+                self._db,
+                messages,
+                self.worker_id,
+                now=now,
+                policy=self.policy,
+                rng=self.rng,
+            )
+            self.stats.handled += counts["processed"]
+        return len(messages)
+
     async def _heartbeat(self, now: float) -> None:
         if self._inflight_rows:
             await self._on_db(
@@ -257,7 +292,7 @@ class Worker:
         if self._results:
             return
         if not self._inflight and not self._stopping:
-            due = await self._on_db(queue.next_due, self._db)
+            due = await self._on_db(queue.next_due, self._db, include_inbox=True)
             if due is not None:
                 timeout = min(timeout, max(0.0, due - self.clock()))
         self._wake.clear()

@@ -224,6 +224,13 @@ def get_api_inbox_item(inbox_id: str) -> bytes:
     return call(sources_api.get_inbox_item, db, _LIMIT, api_context, inbox_id)
 
 
+@action("api/inbox/<inbox_id>/replay", method=["POST"])
+@action.uses(db, api_key)
+def post_api_inbox_replay(inbox_id: str) -> bytes:
+    """Run a received webhook's handler again."""
+    return call(sources_api.replay_inbox_item, db, _LIMIT, api_context, inbox_id)
+
+
 def _not_found(db_: object, request: Request) -> object:
     return json_response(404, {"status": "error", "message": f"no API route {request.path}"})
 

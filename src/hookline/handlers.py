@@ -20,7 +20,7 @@ from typing import Any
 from pydal import DAL
 
 from hookline.errors import Conflict, HooklineError, NotFound
-from hookline.fanout import is_postgres
+from hookline.fanout import NOTIFY_CHANNEL, is_postgres
 from hookline.retry import AttemptOutcome, RetryPolicy, decide
 from hookline.timeutil import from_epoch, to_epoch, utcnow
 
@@ -148,14 +148,21 @@ def claim_messages(
     ]
 
 
-def _settle(db: DAL, message: InboxMessage, worker: str, values: dict[str, Any]) -> None:
+def _settle(db: DAL, message: InboxMessage, worker: str, values: dict[str, Any]) -> bool:
+    """Record the outcome if the message is still leased to ``worker``, then commit; else roll
+    back: a worker whose lease ran out (another owns the message now) must not commit what its
+    handler wrote, or the work would happen twice."""
     table = db.hookline_inbox
     query = (
         (table.id == message.row_id)
         & (table.status == "processing")
         & (table.lease_owner == worker)
     )
-    db(query).update(lease_owner=None, lease_until=None, **values)
+    if db(query).update(lease_owner=None, lease_until=None, **values):
+        db.commit()
+        return True
+    db.rollback()
+    return False
 
 
 def process_messages(
@@ -175,7 +182,7 @@ def process_messages(
         try:
             if handler is not None:
                 handler(db, message)
-            _settle(
+            settled = _settle(
                 db,
                 message,
                 worker,
@@ -185,8 +192,7 @@ def process_messages(
                     "last_error": None if handler else "no handler registered",
                 },
             )
-            db.commit()
-            counts["processed"] += 1
+            counts["processed"] += settled
             continue
         except PermanentFailure as error:
             db.rollback()
@@ -204,22 +210,32 @@ def process_messages(
             values.update(status="failed", processed_at=from_epoch(now))
             counts["failed"] += 1
         _settle(db, message, worker, values)
-        db.commit()
     return counts
 
 
-def recover_messages(db: DAL, *, now: float) -> int:
-    """Messages whose lease ran out (the worker died mid-handler) are received again; commits."""
+def recover_messages(db: DAL, *, now: float, policy: RetryPolicy) -> int:
+    """Messages whose lease ran out (the worker died mid-handler) are received again, or
+    dead-lettered once they used up the policy's attempts (a message that kills every worker
+    must not be retried forever); commits."""
     table = db.hookline_inbox
-    count = db((table.status == "processing") & (table.lease_until < now)).update(
+    expired = (table.status == "processing") & (table.lease_until < now)
+    reason = "lease expired: the worker stopped while handling it"
+    exhausted = db(expired & (table.attempts >= policy.max_attempts)).update(
+        status="failed",
+        lease_owner=None,
+        lease_until=None,
+        processed_at=from_epoch(now),
+        last_error=reason + "; attempts exhausted",
+    )
+    retried = db(expired).update(
         status="received",
         lease_owner=None,
         lease_until=None,
         next_attempt_at=now,
-        last_error="lease expired: the worker stopped while handling it",
+        last_error=reason,
     )
     db.commit()
-    return count
+    return exhausted + retried
 
 
 def replay_message(db: DAL, inbox_id: str, *, now: dt.datetime | None = None) -> dict[str, Any]:
@@ -231,5 +247,13 @@ def replay_message(db: DAL, inbox_id: str, *, now: dt.datetime | None = None) ->
         raise NotFound(f"no inbox item {inbox_id!r}")
     if row.status == "processing":
         raise Conflict(f"{inbox_id} is being handled right now", errors={"status": "processing"})
-    row.update_record(status="received", attempts=0, next_attempt_at=to_epoch(now), last_error=None)
+    row.update_record(
+        status="received",
+        attempts=0,
+        next_attempt_at=to_epoch(now),
+        last_error=None,
+        processed_at=None,
+    )
+    if is_postgres(db):
+        db.executesql(f"NOTIFY {NOTIFY_CHANNEL}")
     return {"inbox_id": inbox_id, "status": "received"}

@@ -24,6 +24,7 @@ from hookline.errors import (
     RequestRefused,
     UnsupportedMediaType,
 )
+from hookline.fanout import NOTIFY_CHANNEL, is_postgres
 from hookline.ids import new_id
 from hookline.secretbox import SecretBox
 from hookline.signing import SignatureError
@@ -162,6 +163,8 @@ def _store(
         inbox_id=inbox_id,
         now=now,
     )
+    if is_postgres(db):
+        db.executesql(f"NOTIFY {NOTIFY_CHANNEL}")  # sent at commit: wakes a worker to handle it
     db.commit()
     return response
 

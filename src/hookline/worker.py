@@ -152,7 +152,9 @@ class Worker:
                             rng=self.rng,
                             disable_after=self._disable_after,
                         )
-                        await self._on_db(handlers.recover_messages, self._db, now=now)
+                        await self._on_db(
+                            handlers.recover_messages, self._db, now=now, policy=self.policy
+                        )
                     if now - last_heartbeat >= self.settings.lease_seconds / 3:
                         last_heartbeat = now
                         await self._heartbeat(now)

@@ -123,7 +123,7 @@ def _quantity(raw: Any, errors: dict[str, str]) -> int | None:
     raw = _scalar(raw, "quantity", errors)
     if raw is None or "quantity" in errors:
         return None
-    if isinstance(raw, str) and re.fullmatch(r"\s*\d{1,9}\s*", raw):
+    if isinstance(raw, str) and re.fullmatch(r"\s*[0-9]{1,9}\s*", raw):
         raw = int(raw)
     if isinstance(raw, bool) or not isinstance(raw, int):
         errors["quantity"] = "must be a whole number"

@@ -48,6 +48,7 @@ __all__ = [
     "MAX_SIGNATURE_HEADER_LENGTH",
     "InvalidSecret",
     "SignatureError",
+    "check_public_key",
     "decode_secret",
     "generate_ed25519_keypair",
     "generate_secret",
@@ -212,6 +213,11 @@ def sign_v1(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     key = decode_secret(secret)
     digest = hmac.new(key, _signed_content(msg_id, timestamp, body), hashlib.sha256).digest()
     return "v1," + _b64(digest)
+
+
+def check_public_key(public_key: str) -> None:
+    """Raise ``InvalidSecret`` unless ``public_key`` is a usable ``whpk_`` ed25519 key."""
+    _public_key(public_key)
 
 
 def generate_ed25519_keypair() -> tuple[str, str]:

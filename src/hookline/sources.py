@@ -22,6 +22,7 @@ from hookline import signing
 from hookline.errors import ConfigError, Conflict, NotFound, ValidationFailed
 from hookline.ids import new_id
 from hookline.secretbox import SecretBox
+from hookline.signing import InvalidSecret
 from hookline.timeutil import isoformat, utcnow
 from hookline.verifiers import SOURCE_KINDS, HmacScheme
 
@@ -76,10 +77,17 @@ class SourceSettings:
 
 
 def _int(raw: Any, name: str, low: int, high: int, errors: dict[str, str]) -> int | None:
-    if isinstance(raw, bool) or not isinstance(raw, int | str) or not str(raw).strip().isdigit():
+    text = str(raw).strip()
+    # isdigit() alone admits "²" and "①", which int() then refuses.
+    if (
+        isinstance(raw, bool)
+        or not isinstance(raw, int | str)
+        or not text.isascii()
+        or not text.isdigit()
+    ):
         errors[name] = "must be a whole number"
         return None
-    value = int(str(raw).strip())
+    value = int(text)
     if not low <= value <= high:
         errors[name] = f"must be between {low} and {high}"
         return None
@@ -134,9 +142,25 @@ def parse_source(data: Mapping[str, Any], *, creating: bool) -> SourceSettings:
     kind = values.get("kind")
     if creating and kind not in (None, "none", "standard") and "secret" not in values:
         errors.setdefault("secret", f"a {kind} source needs the provider's signing secret")
+    if kind == "standard":
+        _check_standard_keys(values, errors)
     if errors:
         raise ValidationFailed("the source is invalid", errors=errors)
     return SourceSettings(**values)
+
+
+def _check_standard_keys(values: dict[str, Any], errors: dict[str, str]) -> None:
+    # A bad key stored now would blame every later sender for the receiver's mistake.
+    try:
+        if values.get("secret") is not None:
+            signing.decode_secret(values["secret"])
+    except InvalidSecret:
+        errors["secret"] = "a standard source's secret is a whsec_ key (base64, 24-64 bytes)"
+    for key in values.get("public_keys") or ():
+        try:
+            signing.check_public_key(key)
+        except InvalidSecret:
+            errors["public_keys"] = f"{key[:12]}... is not a whpk_ ed25519 public key"
 
 
 def hmac_scheme_of(row: Any) -> HmacScheme | None:
@@ -238,6 +262,17 @@ def update_source(
     row = find_source(db, name)
     values: dict[str, Any] = {}
     if settings.kind is not None:
+        if settings.kind not in ("none", "standard") and not active_secrets(box, row, now):
+            raise ValidationFailed(
+                f"a {settings.kind} source needs a secret: rotate one in first",
+                errors={"kind": "this source has no secret"},
+            )
+        if settings.kind == "standard":
+            errors: dict[str, str] = {}
+            for secret in active_secrets(box, row, now):
+                _check_standard_keys({"secret": secret}, errors)
+            if errors:
+                raise ValidationFailed("its secrets are not whsec_ keys", errors=errors)
         values["kind"] = settings.kind
     if settings.public_keys is not None:
         values["public_keys"] = json.dumps(list(settings.public_keys))
@@ -269,6 +304,11 @@ def rotate_secret(
     row = find_source(db, name)
     if secret is None:
         secret = signing.generate_secret()
+    elif row.kind == "standard":
+        problems: dict[str, str] = {}
+        _check_standard_keys({"secret": secret}, problems)
+        if problems:
+            raise ValidationFailed("invalid secret", errors=problems)
     expires = isoformat(now + grace)
     items = _secrets(box, row)
     for item in items:

@@ -319,7 +319,7 @@ def query_int(request: Request, name: str, low: int, high: int) -> int | None:
     raw = query_one(request, name)
     if raw is None:
         return None
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
         raise ValidationFailed(
             f"{name} must be a whole number from {low} to {high}",
             errors={name: f"must be a whole number from {low} to {high}"},

@@ -458,3 +458,23 @@ def test_a_refused_request_counts_even_though_receive_rolls_back(db, other_db, b
     assert stored.verify_failures == 3
     assert stored.last_failure_reason == "no_matching_signature"
     assert other_db(other_db.hookline_inbox).count() == 0
+
+
+def test_a_keys_only_source_changed_to_stripe_answers_4xx_not_a_crash(db, box):
+    # BUG: a "none" source with a public key, updated to kind "stripe", has keys but no secret;
+    # inbound._verify then calls verify_stripe, whose _need_secrets raises ConfigError -- an
+    # exception out of receive() (a 500 on every request). Fix as above: refuse the update
+    # (422), or answer 401 when a kind's verifier has nothing to verify with.
+    from hookline import signing
+
+    _, public_key = signing.generate_ed25519_keypair()
+    _create(db, box, name="keys", kind="none", public_keys=[public_key])
+    try:
+        sources.update_source(db, box, "keys", parse_source({"kind": "stripe"}, creating=False))
+        db.commit()
+    except ValidationFailed:
+        db.rollback()
+        return
+    request = Request.build("POST", "/x", {"Content-Type": "application/json"}, b"{}")
+    answer = inbound.receive(db, request, "keys", box=box, default_max_body_bytes=LIMIT, now=NOW)
+    assert 400 <= answer.status < 500, answer.body

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from psycopg2.extras import execute_values
 from pydal import DAL
 
 from hookline import endpoints
@@ -152,6 +153,20 @@ ORDER BY d.next_attempt_at
 LIMIT %s
 """
 
+# One statement per batch on PostgreSQL (a round trip per row would dominate); SQLite is
+# in-process, where executemany is as cheap.
+_LEASE_PG = """
+UPDATE hookline_delivery AS d
+SET status = 'sending', attempts = d.attempts + 1, lease_owner = v.owner, lease_until = v.lease
+FROM (VALUES %s) AS v(id, owner, lease)
+WHERE d.id = v.id
+"""
+_LEASE_SQLITE = """
+UPDATE hookline_delivery SET status = 'sending', attempts = attempts + 1,
+    lease_owner = ?2, lease_until = ?3
+WHERE id = ?1
+"""
+
 _CLAIMED = """
 SELECT d.id, d.delivery_id, d.attempts, ev.event_id, ev.payload, e.id, e.endpoint_id, e.url,
        e.custom_headers, e.timeout_s, e.connect_timeout_s, e.retry_schedule, e.signing_key_enc,
@@ -189,14 +204,11 @@ def claim(db: DAL, worker: str, *, now: float, capacity: int, lease_s: float) ->
             db.commit()
             return []
         cursor = db._adapter.cursor
-        cursor.executemany(
-            _sql(
-                db,
-                "UPDATE hookline_delivery SET status = 'sending', attempts = attempts + 1,"
-                " lease_owner = %s, lease_until = %s WHERE id = %s",
-            ),
-            [(worker, not_before + lease_s, delivery) for delivery, not_before in chosen],
-        )
+        leases = [(delivery, worker, not_before + lease_s) for delivery, not_before in chosen]
+        if is_postgres(db):
+            execute_values(cursor, _LEASE_PG, leases, template="(%s::int, %s::text, %s::float8)")
+        else:
+            cursor.executemany(_LEASE_SQLITE, leases)
         if next_send:
             cursor.executemany(
                 _sql(db, "UPDATE hookline_endpoint SET next_send_at = %s WHERE id = %s"),
@@ -286,6 +298,38 @@ def _policy(schedule: tuple[float, ...] | None, default: RetryPolicy) -> RetryPo
     return default if schedule is None else RetryPolicy(schedule=schedule, jitter=default.jitter)
 
 
+_ATTEMPT_COLUMNS = (
+    "delivery, number, started_at, duration_ms, status_code, response_headers, response_body,"
+    " error, outcome, worker"
+)
+_INSERT_ATTEMPTS_PG = f"INSERT INTO hookline_attempt ({_ATTEMPT_COLUMNS}) VALUES %s"
+_INSERT_ATTEMPTS_SQLITE = (
+    f"INSERT INTO hookline_attempt ({_ATTEMPT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# Only the attempt that holds the lease may move the delivery on: same owner AND same attempt
+# number, so a late answer to an earlier attempt (whose lease ran out and was claimed again,
+# even by this worker) is kept as an attempt row and nothing more.
+_SETTLE_PG = """
+UPDATE hookline_delivery AS d
+SET status = v.status, next_attempt_at = v.next_at, last_status_code = v.code,
+    last_error = v.error, lease_owner = NULL, lease_until = NULL,
+    updated_at = v.stamp, finished_at = v.finished
+FROM (VALUES %s) AS v(id, status, next_at, code, error, stamp, finished, owner, attempt)
+WHERE d.id = v.id AND d.status = 'sending' AND d.lease_owner = v.owner
+  AND d.attempts = v.attempt
+RETURNING d.id
+"""
+_SETTLE_PG_ROW = (
+    "(%s::int, %s::text, %s::float8, %s::int, %s::text, %s::timestamp, %s::timestamp,"
+    " %s::text, %s::int)"
+)
+_SETTLE_SQLITE = """
+UPDATE hookline_delivery SET status = ?2, next_attempt_at = ?3, last_status_code = ?4,
+    last_error = ?5, lease_owner = NULL, lease_until = NULL, updated_at = ?6, finished_at = ?7
+WHERE id = ?1 AND status = 'sending' AND lease_owner = ?8 AND attempts = ?9
+"""
+
+
 def record_results(
     db: DAL,
     results: Sequence[SendResult],
@@ -316,58 +360,54 @@ def record_results(
     _begin_write(db)
     try:
         cursor = db._adapter.cursor
-        cursor.executemany(
-            _sql(
-                db,
-                "INSERT INTO hookline_attempt (delivery, number, started_at, duration_ms,"
-                " status_code, response_headers, response_body, error, outcome, worker)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            ),
-            [
-                (
-                    r.delivery_row,
-                    r.attempt,
-                    sql_datetime(from_epoch(r.started_at)),
-                    r.duration_ms,
-                    r.status_code,
-                    json.dumps(r.response_headers) if r.response_headers else None,
-                    r.response_body[:MAX_RESPONSE_BODY].decode("utf-8", "replace") or None,
-                    r.error,
-                    d.action,
-                    r.lease_owner,
-                )
-                for r, d in zip(results, decisions, strict=True)
-            ],
-        )
-        stamp = sql_datetime(now_dt)
-        # Only the attempt that holds the lease may move the delivery on: same owner AND same
-        # attempt number, so a late answer to an earlier attempt (whose lease ran out and was
-        # claimed again, even by this worker) is kept as an attempt row and nothing more.
-        update = _sql(
-            db,
-            "UPDATE hookline_delivery SET status = %s, next_attempt_at = %s,"
-            " last_status_code = %s, last_error = %s, lease_owner = NULL, lease_until = NULL,"
-            " updated_at = %s, finished_at = %s"
-            " WHERE id = %s AND status = 'sending' AND lease_owner = %s AND attempts = %s",
-        )
-        applied = []
-        for r, d in zip(results, decisions, strict=True):
-            cursor.execute(
-                update,
-                (
-                    "pending" if d.action == "retry" else d.action,
-                    to_epoch(d.next_attempt_at) if d.next_attempt_at else now,
-                    r.status_code,
-                    (r.error or d.reason)[:2000] if d.action != "succeeded" else None,
-                    stamp,
-                    None if d.action == "retry" else stamp,
-                    r.delivery_row,
-                    r.lease_owner,
-                    r.attempt,
-                ),
+        attempt_rows = [
+            (
+                r.delivery_row,
+                r.attempt,
+                sql_datetime(from_epoch(r.started_at)),
+                r.duration_ms,
+                r.status_code,
+                json.dumps(r.response_headers) if r.response_headers else None,
+                r.response_body[:MAX_RESPONSE_BODY].decode("utf-8", "replace") or None,
+                r.error,
+                d.action,
+                r.lease_owner,
             )
-            if cursor.rowcount == 1:
-                applied.append((r, d))
+            for r, d in zip(results, decisions, strict=True)
+        ]
+        stamp = sql_datetime(now_dt)
+        outcomes = [
+            (
+                r.delivery_row,
+                "pending" if d.action == "retry" else d.action,
+                to_epoch(d.next_attempt_at) if d.next_attempt_at else now,
+                r.status_code,
+                (r.error or d.reason)[:2000] if d.action != "succeeded" else None,
+                stamp,
+                None if d.action == "retry" else stamp,
+                r.lease_owner,
+                r.attempt,
+            )
+            for r, d in zip(results, decisions, strict=True)
+        ]
+        if is_postgres(db):
+            execute_values(cursor, _INSERT_ATTEMPTS_PG, attempt_rows)
+            settled = {
+                row[0]
+                for row in execute_values(
+                    cursor, _SETTLE_PG, outcomes, template=_SETTLE_PG_ROW, fetch=True
+                )
+            }
+        else:
+            cursor.executemany(_INSERT_ATTEMPTS_SQLITE, attempt_rows)
+            settled = set()
+            for outcome in outcomes:
+                cursor.execute(_SETTLE_SQLITE, outcome)
+                if cursor.rowcount == 1:
+                    settled.add(outcome[0])
+        applied = [
+            (r, d) for r, d in zip(results, decisions, strict=True) if r.delivery_row in settled
+        ]
         to_disable = _endpoint_health(
             db, [r for r, _ in applied], [d for _, d in applied], now_dt, disable_after
         )

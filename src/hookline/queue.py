@@ -142,16 +142,29 @@ class Claimed:
     secrets_version: int = 1
 
 
+# Endpoints with no room (at max_in_flight, or rate slots beyond the horizon) are left out of
+# the window, so one stuck endpoint's backlog cannot fill it and starve the others.
 _CANDIDATES = """
 SELECT d.id, d.endpoint FROM hookline_delivery d
 JOIN hookline_endpoint e ON e.id = d.endpoint
 WHERE d.status = 'pending' AND d.next_attempt_at <= %s AND e.enabled = 1
+  AND (e.rate_limit IS NULL OR e.next_send_at IS NULL OR e.next_send_at <= %s)
   AND (e.fifo = 0 OR NOT EXISTS (
         SELECT 1 FROM hookline_delivery p
         WHERE p.endpoint = d.endpoint AND p.id < d.id AND p.status IN ('pending', 'sending')))
+  {skip_full}
 ORDER BY d.next_attempt_at
 LIMIT %s
 """
+_FULL_ENDPOINTS = """
+SELECT s.endpoint FROM hookline_delivery s JOIN hookline_endpoint e ON e.id = s.endpoint
+WHERE s.status = 'sending'
+GROUP BY s.endpoint, e.max_in_flight
+HAVING COUNT(*) >= e.max_in_flight
+"""
+_ANY_DUE = (
+    "SELECT 1 FROM hookline_delivery WHERE status = 'pending' AND next_attempt_at <= %s LIMIT 1"
+)
 
 # One statement per batch on PostgreSQL (a round trip per row would dominate); SQLite is
 # in-process, where executemany is as cheap.
@@ -188,12 +201,24 @@ def claim(db: DAL, worker: str, *, now: float, capacity: int, lease_s: float) ->
     """Lease up to ``capacity`` due deliveries to ``worker``; commits. Returns what it leased."""
     if capacity <= 0:
         return []
+    db.commit()
+    # A read first: on SQLite the write lock below would make publishers wait, for nothing
+    # whenever no delivery is due.
+    if not db.executesql(_sql(db, _ANY_DUE), placeholders=[now]):
+        db.commit()
+        return []
+    full = [int(r[0]) for r in db.executesql(_FULL_ENDPOINTS)]
     _begin_write(db)
     try:
         suffix = " FOR UPDATE OF d SKIP LOCKED" if is_postgres(db) else ""
+        skip_full = f"AND d.endpoint NOT IN ({_in(full)})" if full else ""
+        statement = _CANDIDATES.format(skip_full=skip_full) + suffix
         candidates = [
             (int(r[0]), int(r[1]))
-            for r in db.executesql(_sql(db, _CANDIDATES + suffix), placeholders=[now, capacity * 4])
+            for r in db.executesql(
+                _sql(db, statement),
+                placeholders=[now, now + RATE_HORIZON_S, *full, capacity * 4],
+            )
         ]
         if not candidates:
             db.commit()

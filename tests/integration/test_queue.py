@@ -618,15 +618,34 @@ def test_claim_uses_the_partial_due_index(db, box, t0):
     for row in deliveries(db)[:40]:
         row.update_record(status="succeeded")
     db.commit()
-    statement = queue._CANDIDATES
+    statement = queue._CANDIDATES.format(skip_full="")
+    now = to_epoch(t0) + 1
     if is_postgres(db):
         db.executesql("SET LOCAL enable_seqscan = off")
-        plan = db.executesql("EXPLAIN " + statement, placeholders=[to_epoch(t0) + 1, 10])
+        plan = db.executesql("EXPLAIN " + statement, placeholders=[now, now + 1, 10])
     else:
         plan = db.executesql(
             "EXPLAIN QUERY PLAN " + statement.replace("%s", "?"),
-            placeholders=[to_epoch(t0) + 1, 10],
+            placeholders=[now, now + 1, 10],
         )
     db.rollback()
     text = "\n".join(" ".join(str(c) for c in row) for row in plan)
     assert "hookline_delivery_due_idx" in text, text
+
+
+def test_a_stuck_endpoints_backlog_does_not_starve_the_others(db, box, t0):
+    """An endpoint at max_in_flight is left out of the claim window (the isolation guarantee)."""
+    _stuck_id, stuck = make_endpoint(db, box, max_in_flight=1, event_types=["order.created"])
+    _fast_id, fast = make_endpoint(db, box, event_types=["ping"])
+    for i in range(50):  # the stuck endpoint's backlog is older than anything else
+        outbox.publish(db, "order.created", {"n": i}, now=t0)
+    later = t0 + dt.timedelta(seconds=1)
+    publish(db, 5, now=later)
+    db.commit()
+    at = to_epoch(later) + 1
+
+    first = claim(db, at, capacity=2)  # a window of 8: all the stuck endpoint's
+    assert [item.endpoint_row for item in first] == [stuck]
+    second = claim(db, at, capacity=2)
+    assert {item.endpoint_row for item in second} == {fast}
+    assert len(second) == 2

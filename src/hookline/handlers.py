@@ -91,6 +91,9 @@ def _sql(db: DAL, statement: str) -> str:
     return statement if is_postgres(db) else statement.replace("%s", "?")
 
 
+_ANY_DUE = (
+    "SELECT 1 FROM hookline_inbox WHERE status = 'received' AND next_attempt_at <= %s LIMIT 1"
+)
 _CLAIM = """
 SELECT i.id FROM hookline_inbox i
 WHERE i.status = 'received' AND i.next_attempt_at <= %s
@@ -104,6 +107,11 @@ def claim_messages(
 ) -> list[InboxMessage]:
     """Lease up to ``capacity`` due received messages to ``worker``; commits."""
     db.commit()
+    # A read first: the worker asks on every turn, and on SQLite the write lock below would
+    # make receivers wait for nothing whenever no message is due.
+    if not db.executesql(_sql(db, _ANY_DUE), placeholders=[now]):
+        db.commit()
+        return []
     if not is_postgres(db):
         db.executesql("BEGIN IMMEDIATE")
     try:

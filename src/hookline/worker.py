@@ -158,8 +158,10 @@ class Worker:
                     if now - last_heartbeat >= self.settings.lease_seconds / 3:
                         last_heartbeat = now
                         await self._heartbeat(now)
-                    claimed = await self._claim() if not self._stopping else 0
+                    # Record first: until finished attempts are recorded their endpoints still
+                    # count them as in flight, and a claim would find no room.
                     flushed = await self._flush()
+                    claimed = await self._claim() if not self._stopping else 0
                     if not self._stopping:
                         claimed += await self._handle_inbox()
                 except self._transient_errors as error:
@@ -172,7 +174,7 @@ class Worker:
                 self._backoff = MIN_BACKOFF_S
                 if self._done(claimed + flushed):
                     break
-                if claimed == 0 or len(self._inflight) >= self.concurrency:
+                if (claimed == 0 and flushed == 0) or len(self._inflight) >= self.concurrency:
                     await self._sleep()
             while self._inflight:
                 await asyncio.wait(set(self._inflight))

@@ -12,8 +12,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -26,6 +24,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from hookline import __version__
 from hookline.signing import generate_secret
+from npm_packages import npm_modules
 
 pytestmark = pytest.mark.e2e
 
@@ -402,40 +401,15 @@ process.stdout.write(JSON.stringify(results));
 """
 
 
-def _npm_unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
-        pytest.fail(f"npm interop is required in CI: {reason}")
-    pytest.skip(f"npm interop unavailable: {reason}")
-
-
-def _installed_version(modules: Path) -> str | None:
-    try:
-        manifest = json.loads((modules / NPM_PACKAGE / "package.json").read_text("utf-8"))
-    except (OSError, ValueError):
-        return None
-    return manifest.get("version")
-
-
 @pytest.fixture(scope="session")
 def npm_standardwebhooks() -> Path:
     """``node_modules`` with the npm ``standardwebhooks`` (shared with tests/interop)."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        _npm_unavailable("node and npm must be on PATH")
-    install_dir = Path(
-        os.environ.get("HOOKLINE_NPM_INTEROP_DIR") or REPO_ROOT / ".cache" / "npm-interop"
+    return npm_modules(
+        NPM_PACKAGE,
+        NPM_VERSION,
+        env_var="HOOKLINE_NPM_INTEROP_DIR",
+        default_dir=REPO_ROOT / ".cache" / "npm-interop",
     )
-    modules = install_dir / "node_modules"
-    if _installed_version(modules) != NPM_VERSION:
-        install_dir.mkdir(parents=True, exist_ok=True)
-        command = ["npm", "install", "--no-audit", "--no-fund", "--no-package-lock"]
-        command += ["--prefix", str(install_dir), f"{NPM_PACKAGE}@{NPM_VERSION}"]
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=180)
-        except subprocess.TimeoutExpired:
-            _npm_unavailable("npm install timed out")
-        if done.returncode != 0 or _installed_version(modules) != NPM_VERSION:
-            _npm_unavailable(f"npm install failed: {done.stderr.strip()[-500:]}")
-    return modules
 
 
 def test_npm_standardwebhooks_verifies_a_captured_delivery(

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -26,6 +24,7 @@ from hookline.signing import (
     outbound_headers,
     sign_v1,
 )
+from npm_packages import npm_modules
 
 pytestmark = pytest.mark.interop
 
@@ -60,52 +59,15 @@ process.stdout.write(JSON.stringify(results));
 """
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
-
-
-def _unavailable(reason: str) -> None:
-    if _in_ci():
-        pytest.fail(f"npm interop is required in CI: {reason}")
-    pytest.skip(f"npm interop unavailable: {reason}")
-
-
-def _installed_version(modules_dir: Path) -> str | None:
-    manifest = modules_dir / NPM_PACKAGE / "package.json"
-    try:
-        return json.loads(manifest.read_text(encoding="utf-8")).get("version")
-    except (OSError, ValueError):
-        return None
-
-
 @pytest.fixture(scope="session")
 def node_modules() -> Path:
     """``node_modules`` holding ``standardwebhooks@1.1.1``, installed on first use."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        _unavailable("node and npm must be on PATH")
-    install_dir = Path(os.environ.get("HOOKLINE_NPM_INTEROP_DIR") or DEFAULT_INSTALL_DIR)
-    modules = install_dir / "node_modules"
-    if _installed_version(modules) != NPM_VERSION:
-        install_dir.mkdir(parents=True, exist_ok=True)
-        command = [
-            "npm",
-            "install",
-            "--no-audit",
-            "--no-fund",
-            "--no-package-lock",
-            "--prefix",
-            str(install_dir),
-            f"{NPM_PACKAGE}@{NPM_VERSION}",
-        ]
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=180)
-        except subprocess.TimeoutExpired:
-            _unavailable("npm install timed out")
-        if done.returncode != 0:
-            _unavailable(f"npm install failed: {done.stderr.strip()[-500:]}")
-        if _installed_version(modules) != NPM_VERSION:
-            _unavailable(f"npm did not install {NPM_PACKAGE}@{NPM_VERSION}")
-    return modules
+    return npm_modules(
+        NPM_PACKAGE,
+        NPM_VERSION,
+        env_var="HOOKLINE_NPM_INTEROP_DIR",
+        default_dir=DEFAULT_INSTALL_DIR,
+    )
 
 
 def run_node(node_modules: Path, tmp_path: Path, cases: list[dict]) -> dict[str, dict]:

@@ -19,8 +19,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
-import shutil
 import subprocess
 import time
 from datetime import UTC, datetime
@@ -31,6 +29,7 @@ import standardwebhooks
 
 from hookline.signing import DEFAULT_TOLERANCE, SignatureError
 from hookline.verifiers import Verified, verify_github, verify_request, verify_stripe
+from npm_packages import npm_modules, unavailable
 
 pytestmark = pytest.mark.interop
 
@@ -52,16 +51,6 @@ OLD_SECRET = "whsec_test_old_0a1b2c3d4e5f6a7b8c9d"
 OTHER_SECRET = "whsec_test_other_ffffffffffffffffffff"
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
-
-
-def _unavailable(reason: str) -> None:
-    if _in_ci():
-        pytest.fail(f"provider interop is required in CI: {reason}")
-    pytest.skip(f"provider interop unavailable: {reason}")
-
-
 def _refused(call, reason: str) -> None:
     with pytest.raises(SignatureError) as info:
         call()
@@ -80,9 +69,9 @@ def stripe_lib():
     try:
         import stripe
     except ImportError:
-        _unavailable(f"pip install stripe=={STRIPE_VERSION}")
+        unavailable(f"pip install stripe=={STRIPE_VERSION}")
     if stripe.VERSION != STRIPE_VERSION:
-        _unavailable(f"stripe {stripe.VERSION} installed, these tests pin {STRIPE_VERSION}")
+        unavailable(f"stripe {stripe.VERSION} installed, these tests pin {STRIPE_VERSION}")
     return stripe
 
 
@@ -252,42 +241,15 @@ process.stdout.write(JSON.stringify(results));
 """
 
 
-def _octokit_installed_version(modules: Path) -> str | None:
-    manifest = modules / "@octokit" / "webhooks-methods" / "package.json"
-    try:
-        return json.loads(manifest.read_text(encoding="utf-8")).get("version")
-    except (OSError, ValueError):
-        return None
-
-
 @pytest.fixture(scope="session")
 def octokit_modules() -> Path:
     """``node_modules`` holding ``@octokit/webhooks-methods@6.0.0``, installed on first use."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        _unavailable("node and npm must be on PATH")
-    install_dir = Path(os.environ.get("HOOKLINE_NPM_OCTOKIT_DIR") or DEFAULT_OCTOKIT_DIR)
-    modules = install_dir / "node_modules"
-    if _octokit_installed_version(modules) != OCTOKIT_VERSION:
-        install_dir.mkdir(parents=True, exist_ok=True)
-        command = [
-            "npm",
-            "install",
-            "--no-audit",
-            "--no-fund",
-            "--no-package-lock",
-            "--prefix",
-            str(install_dir),
-            f"{OCTOKIT_PACKAGE}@{OCTOKIT_VERSION}",
-        ]
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=180)
-        except subprocess.TimeoutExpired:
-            _unavailable("npm install timed out")
-        if done.returncode != 0:
-            _unavailable(f"npm install failed: {done.stderr.strip()[-500:]}")
-        if _octokit_installed_version(modules) != OCTOKIT_VERSION:
-            _unavailable(f"npm did not install {OCTOKIT_PACKAGE}@{OCTOKIT_VERSION}")
-    return modules
+    return npm_modules(
+        OCTOKIT_PACKAGE,
+        OCTOKIT_VERSION,
+        env_var="HOOKLINE_NPM_OCTOKIT_DIR",
+        default_dir=DEFAULT_OCTOKIT_DIR,
+    )
 
 
 GITHUB_SECRETS = {

@@ -156,11 +156,14 @@ WHERE d.status = 'pending' AND d.next_attempt_at <= %s AND e.enabled = 1
 ORDER BY d.next_attempt_at
 LIMIT %s
 """
+# Per endpoint, a range of (endpoint, status) in hookline_delivery_endpoint_idx: cost grows with
+# the endpoints and their in-flight rows, never with the backlog (a GROUP BY over all
+# deliveries would read the whole index).
 _FULL_ENDPOINTS = """
-SELECT s.endpoint FROM hookline_delivery s JOIN hookline_endpoint e ON e.id = s.endpoint
-WHERE s.status = 'sending'
-GROUP BY s.endpoint, e.max_in_flight
-HAVING COUNT(*) >= e.max_in_flight
+SELECT e.id FROM hookline_endpoint e
+WHERE e.enabled = 1 AND (
+    SELECT COUNT(*) FROM hookline_delivery s WHERE s.endpoint = e.id AND s.status = 'sending'
+) >= e.max_in_flight
 """
 _ANY_DUE = (
     "SELECT 1 FROM hookline_delivery WHERE status = 'pending' AND next_attempt_at <= %s LIMIT 1"

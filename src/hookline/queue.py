@@ -36,6 +36,7 @@ from hookline.retry import (
     should_disable_endpoint,
 )
 from hookline.timeutil import from_epoch, sql_datetime, to_epoch
+from hookline.transport import MAX_RESPONSE_BODY
 
 __all__ = [
     "Claimed",
@@ -52,7 +53,6 @@ __all__ = [
 
 #: How far ahead a rate-limited endpoint's slots may be handed out in one claim.
 RATE_HORIZON_S = 1.0
-MAX_RESPONSE_BODY = 20 * 1024
 
 
 def new_worker_id() -> str:

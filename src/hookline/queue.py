@@ -249,6 +249,8 @@ def claim(db: DAL, worker: str, *, now: float, capacity: int, lease_s: float) ->
         db.rollback()
         raise
     not_before = dict(chosen)
+    position = {delivery: i for i, (delivery, _) in enumerate(chosen)}
+    rows = sorted(rows, key=lambda row: position[int(row[0])])  # `IN (...)` keeps no order
     return [_claimed(row, not_before[int(row[0])], worker) for row in rows]
 
 

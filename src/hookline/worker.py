@@ -140,6 +140,9 @@ class Worker:
         last_recover -= RECOVER_EVERY_S
         try:
             while True:
+                # Cleared before the turn's work, not before the sleep: a wake-up that arrives
+                # while this turn claims (a commit it did not see yet) must not be lost.
+                self._wake.clear()
                 now = self.clock()
                 try:
                     if now - last_recover >= RECOVER_EVERY_S:
@@ -299,7 +302,6 @@ class Worker:
             due = await self._on_db(queue.next_due, self._db, include_inbox=True)
             if due is not None:
                 timeout = min(timeout, max(0.0, due - self.clock()))
-        self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 

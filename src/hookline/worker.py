@@ -51,6 +51,7 @@ T = TypeVar("T")
 
 POLL_INTERVAL_S = 1.0
 WAL_WATCH_INTERVAL_S = 0.005
+WAL_RECHECK_S = (0.02, 0.1, 0.3)
 SECRETS_TTL_S = 5.0
 RECOVER_EVERY_S = 5.0
 PURGE_EVERY_S = 86_400.0
@@ -418,6 +419,12 @@ class Worker:
             if state != last:
                 last = state
                 self._wake.set()
+                # A writer appends its frames (and fsyncs them) before its commit becomes
+                # visible to readers: a claim woken by the append alone can miss it, so look
+                # again a little later.
+                loop = asyncio.get_running_loop()
+                for delay in WAL_RECHECK_S:
+                    loop.call_later(delay, self._wake.set)
             await asyncio.sleep(WAL_WATCH_INTERVAL_S)
 
     async def _listen(self) -> None:

@@ -128,3 +128,29 @@ def server(request, tmp_path_factory) -> Iterator[Server]:
     running = start_server(tmp_path_factory.mktemp(f"serve-{request.param}"), database_url)
     yield running
     stop_server(running)
+
+
+@pytest.fixture(scope="module")
+def _loopback_allowed():
+    """Start this module's server with deliveries to 127.0.0.1 allowed."""
+    from sinks import server_env
+
+    with server_env(HOOKLINE_ALLOW_NETWORKS="127.0.0.0/8"):
+        yield
+
+
+@pytest.fixture(scope="module")
+def hook(_loopback_allowed, server):
+    """conftest's ``server`` (one per backend, worker included), started while
+    ``_loopback_allowed`` set its environment: deliveries may reach a sink on 127.0.0.1."""
+    assert server.env.get("HOOKLINE_ALLOW_NETWORKS") == "127.0.0.0/8"
+    return server
+
+
+@pytest.fixture(scope="module")
+def sink():
+    """One recording HTTP receiver for the module; each endpoint gets its own path."""
+    from sinks import Sink
+
+    with Sink() as running:
+        yield running

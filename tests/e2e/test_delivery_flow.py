@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sinks import JSON, Received, Sink, endpoint_api, server_env, wait_until
+from sinks import JSON, Received, endpoint_api, wait_until
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from hookline import __version__
@@ -37,30 +37,9 @@ QUIET_S = 0.5  # how long "nothing else arrives" is watched for
 
 
 @pytest.fixture(scope="module")
-def _loopback_allowed():
-    with server_env(HOOKLINE_ALLOW_NETWORKS="127.0.0.0/8"):
-        yield
-
-
-@pytest.fixture(scope="module")
-def hook(_loopback_allowed, server):
-    """conftest's ``server`` (one per backend, worker included), started while
-    ``_loopback_allowed`` set its environment: deliveries may reach the sink on 127.0.0.1."""
-    assert server.env.get("HOOKLINE_ALLOW_NETWORKS") == "127.0.0.0/8"
-    return server
-
-
-@pytest.fixture(scope="module")
 def auth(hook) -> dict[str, str]:
     """Headers with a fresh API key."""
     return {"Authorization": f"Bearer {hook.new_api_key('delivery-e2e')}", **JSON}
-
-
-@pytest.fixture(scope="module")
-def sink():
-    """One recording HTTP receiver for the module; each endpoint gets its own path."""
-    with Sink() as running:
-        yield running
 
 
 @pytest.fixture

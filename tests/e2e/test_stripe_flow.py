@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 import stripe
-from sinks import JSON, Sink, endpoint_api, server_env, wait_until
+from sinks import JSON, endpoint_api, wait_until
 from standardwebhooks.webhooks import Webhook
 
 pytestmark = pytest.mark.e2e
@@ -26,19 +26,6 @@ SOURCE = "pay"
 STRIPE_SECRET = "whsec_e2e-stripe-signing-secret-4242"
 PAID_WITHIN_S = 10.0
 QUIET_S = 1.5  # how long "nothing else arrives" is watched for
-
-
-@pytest.fixture(scope="module")
-def _loopback_allowed():
-    with server_env(HOOKLINE_ALLOW_NETWORKS="127.0.0.0/8"):
-        yield
-
-
-@pytest.fixture(scope="module")
-def hook(_loopback_allowed, server):
-    """conftest's ``server`` (one per backend, worker on), started with loopback allowed."""
-    assert server.env.get("HOOKLINE_ALLOW_NETWORKS") == "127.0.0.0/8"
-    return server
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +39,6 @@ def pay_source(hook) -> str:
     out = hook.cli("sources", "add", SOURCE, "--kind", "stripe", "--secret", STRIPE_SECRET)
     assert "/myapp/webhook/pay" in out.stdout, out.stdout + out.stderr
     return SOURCE
-
-
-@pytest.fixture(scope="module")
-def sink():
-    with Sink() as running:
-        yield running
 
 
 def payment_event(order_id: str) -> bytes:

@@ -59,3 +59,24 @@ def npm_modules(package: str, version: str, *, env_var: str, default_dir: Path) 
         if installed_version(modules, package) != version:
             unavailable(f"npm did not install {package}@{version}")
     return modules
+
+
+def run_node(
+    script: str, script_name: str, modules: Path, workdir: Path, cases: list[dict]
+) -> dict:
+    """Run a node ``script`` (written to ``workdir/script_name``) with ``modules`` and a JSON
+    file of ``cases``; return its JSON answer, which must name every case."""
+    cases_file = workdir / "cases.json"
+    script_file = workdir / script_name
+    cases_file.write_text(json.dumps(cases), encoding="utf-8")
+    script_file.write_text(script, encoding="utf-8")
+    done = subprocess.run(
+        ["node", str(script_file), str(modules), str(cases_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)
+    assert set(results) == {case["name"] for case in cases}
+    return results

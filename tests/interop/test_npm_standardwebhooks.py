@@ -9,8 +9,6 @@ fails) the tests are skipped locally and fail when ``CI=true``.
 from __future__ import annotations
 
 import base64
-import json
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +23,7 @@ from hookline.signing import (
     sign_v1,
 )
 from npm_packages import npm_modules
+from npm_packages import run_node as run_node_script
 
 pytestmark = pytest.mark.interop
 
@@ -72,20 +71,7 @@ def node_modules() -> Path:
 
 def run_node(node_modules: Path, tmp_path: Path, cases: list[dict]) -> dict[str, dict]:
     """Run the node script on ``cases``; its JSON answer keyed by case name."""
-    cases_file = tmp_path / "cases.json"
-    script = tmp_path / "verify.cjs"
-    cases_file.write_text(json.dumps(cases), encoding="utf-8")
-    script.write_text(NODE_SCRIPT, encoding="utf-8")
-    done = subprocess.run(
-        ["node", str(script), str(node_modules), str(cases_file)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    results = json.loads(done.stdout)
-    assert set(results) == {case["name"] for case in cases}
-    return results
+    return run_node_script(NODE_SCRIPT, "verify.cjs", node_modules, tmp_path, cases)
 
 
 def _b64(data: bytes) -> str:

@@ -18,8 +18,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
-import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +27,7 @@ import standardwebhooks
 
 from hookline.signing import DEFAULT_TOLERANCE, SignatureError
 from hookline.verifiers import Verified, verify_github, verify_request, verify_stripe
-from npm_packages import npm_modules, unavailable
+from npm_packages import npm_modules, run_node, unavailable
 
 pytestmark = pytest.mark.interop
 
@@ -281,20 +279,7 @@ def octokit(octokit_modules: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         }
     )
     workdir = tmp_path_factory.mktemp("octokit")
-    cases_file = workdir / "cases.json"
-    script = workdir / "octokit.mjs"
-    cases_file.write_text(json.dumps(cases), encoding="utf-8")
-    script.write_text(OCTOKIT_SCRIPT, encoding="utf-8")
-    done = subprocess.run(
-        ["node", str(script), str(octokit_modules), str(cases_file)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    results = json.loads(done.stdout)
-    assert set(results) == {case["name"] for case in cases}
-    return results
+    return run_node(OCTOKIT_SCRIPT, "octokit.mjs", octokit_modules, workdir, cases)
 
 
 def test_octokit_is_the_pinned_version(octokit):

@@ -130,6 +130,7 @@ def child(engine_env: dict, claims: int, capacity: int) -> None:
     from hookline import queue
     from hookline.config import Settings
     from hookline.database import connect
+    from hookline.fanout import dialect_sql
     from hookline.queue import SendResult
     from hookline.retry import RetryPolicy
 
@@ -170,7 +171,7 @@ def child(engine_env: dict, claims: int, capacity: int) -> None:
             rss.append(rss_mb(os.getpid())[0])
     plan = db.executesql(
         ("EXPLAIN QUERY PLAN " if engine_env.get("HOOKLINE_DATABASE_URL") is None else "EXPLAIN ")
-        + queue._sql(db, queue._CANDIDATES.format(skip_full="")),
+        + dialect_sql(db, queue._CANDIDATES.format(skip_full="")),
         placeholders=[time.time(), time.time() + queue.RATE_HORIZON_S, capacity * 4],
     )
     db.commit()

@@ -388,7 +388,7 @@ def register_sources(cli: click.Group) -> None:
 
 def register_inbox(cli: click.Group) -> None:
     """Add ``hookline inbox ...`` to the CLI."""
-    from hookline import handlers
+    from hookline import handlers, inbox
 
     @cli.group("inbox")
     def inbox_group() -> None:
@@ -396,36 +396,18 @@ def register_inbox(cli: click.Group) -> None:
 
     @inbox_group.command("list")
     @click.option("--source")
-    @click.option("--status", type=click.Choice(["received", "processing", "processed", "failed"]))
+    @click.option("--status", type=click.Choice(list(inbox.INBOX_STATUSES)))
     @click.option("--type", "event_type")
-    @click.option("--limit", type=click.IntRange(1, 200), default=50)
+    @click.option("--limit", type=click.IntRange(1, inbox.MAX_PAGE), default=50)
     @click.option("--json", "as_json", is_flag=True)
     def list_(
         source: str | None, status: str | None, event_type: str | None, limit: int, as_json: bool
     ) -> None:
         """List received webhooks, newest first."""
         with _session() as (db, _box, _network):
-            table = db.hookline_inbox
-            query = table.id > 0
-            for column, value in (
-                (table.source, source),
-                (table.status, status),
-                (table.event_type, event_type),
-            ):
-                if value is not None:
-                    query &= column == value
-            rows = [
-                {
-                    "inbox_id": r.inbox_id,
-                    "source": r.source,
-                    "event_type": r.event_type,
-                    "status": r.status,
-                    "attempts": r.attempts,
-                    "last_error": r.last_error,
-                    "received_at": str(r.received_at),
-                }
-                for r in db(query).select(orderby=~table.id, limitby=(0, limit))
-            ]
+            rows = inbox.list_items(
+                db, source=source, status=status, event_type=event_type, limit=limit
+            )["data"]
         if as_json:
             _print_json(rows)
             return

@@ -16,7 +16,7 @@ from pydal import DAL
 from hookline.ids import new_id
 from hookline.timeutil import to_epoch
 
-__all__ = ["NOTIFY_CHANNEL", "fan_out", "is_postgres", "subscribers"]
+__all__ = ["NOTIFY_CHANNEL", "dialect_sql", "fan_out", "is_postgres", "subscribers"]
 
 NOTIFY_CHANNEL = "hookline_deliveries"
 
@@ -24,6 +24,12 @@ NOTIFY_CHANNEL = "hookline_deliveries"
 def is_postgres(db: DAL) -> bool:
     """True when ``db`` is a PostgreSQL connection."""
     return db._adapter.dbengine == "postgres"
+
+
+def dialect_sql(db: DAL, statement: str) -> str:
+    """``statement`` written with ``%s`` placeholders (psycopg2), as ``db``'s driver wants it
+    (sqlite3 takes ``?``)."""
+    return statement if is_postgres(db) else statement.replace("%s", "?")
 
 
 def subscribers(db: DAL, event_type: str) -> list[int]:

@@ -20,7 +20,7 @@ from typing import Any
 from pydal import DAL
 
 from hookline.errors import Conflict, HooklineError, NotFound
-from hookline.fanout import NOTIFY_CHANNEL, is_postgres
+from hookline.fanout import NOTIFY_CHANNEL, dialect_sql, is_postgres
 from hookline.retry import AttemptOutcome, RetryPolicy, decide
 from hookline.timeutil import from_epoch, to_epoch, utcnow
 
@@ -87,10 +87,6 @@ def handler_for(source: str, kind: str, event_type: str | None) -> Handler | Non
     return None
 
 
-def _sql(db: DAL, statement: str) -> str:
-    return statement if is_postgres(db) else statement.replace("%s", "?")
-
-
 _ANY_DUE = (
     "SELECT 1 FROM hookline_inbox WHERE status = 'received' AND next_attempt_at <= %s LIMIT 1"
 )
@@ -109,7 +105,7 @@ def claim_messages(
     db.commit()
     # A read first: the worker asks on every turn, and on SQLite the write lock below would
     # make receivers wait for nothing whenever no message is due.
-    if not db.executesql(_sql(db, _ANY_DUE), placeholders=[now]):
+    if not db.executesql(dialect_sql(db, _ANY_DUE), placeholders=[now]):
         db.commit()
         return []
     if not is_postgres(db):
@@ -118,7 +114,7 @@ def claim_messages(
         suffix = " FOR UPDATE SKIP LOCKED" if is_postgres(db) else ""
         ids = [
             int(r[0])
-            for r in db.executesql(_sql(db, _CLAIM + suffix), placeholders=[now, capacity])
+            for r in db.executesql(dialect_sql(db, _CLAIM + suffix), placeholders=[now, capacity])
         ]
         if not ids:
             db.commit()

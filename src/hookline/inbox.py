@@ -15,14 +15,26 @@ from pydal import DAL
 
 from hookline.errors import BadRequest
 from hookline.ids import new_id
-from hookline.timeutil import to_epoch, utcnow
+from hookline.timeutil import isoformat, to_epoch, utcnow
 from hookline.webio import Request, Response, redacted_headers
 
-__all__ = ["IDEMPOTENCY_HEADERS", "find_message", "message_id_of", "record", "replay_response"]
+__all__ = [
+    "IDEMPOTENCY_HEADERS",
+    "INBOX_STATUSES",
+    "find_message",
+    "item_to_dict",
+    "list_items",
+    "message_id_of",
+    "record",
+    "replay_response",
+]
 
 #: Headers that name a message for deduplication, in order of preference.
 IDEMPOTENCY_HEADERS = ("webhook-id", "idempotency-key")
 MAX_MESSAGE_ID = 255
+#: received -> processing -> processed | failed (dead-lettered); see ``handlers``.
+INBOX_STATUSES = ("received", "processing", "processed", "failed")
+MAX_PAGE = 200
 
 
 def message_id_of(request: Request) -> str | None:
@@ -84,3 +96,65 @@ def replay_response(row: Any) -> Response:
         (row.response_body or "").encode("utf-8"),
         {"Content-Type": "application/json", "Idempotent-Replayed": "true"},
     )
+
+
+def item_to_dict(row: Any, *, full: bool = False) -> dict[str, Any]:
+    """The public view of an inbox row; ``full`` adds the stored headers and body."""
+    view = {
+        "object": "inbox_item",
+        "inbox_id": row.inbox_id,
+        "source": row.source,
+        "message_id": row.message_id,
+        "event_type": row.event_type,
+        "status": row.status,
+        "attempts": row.attempts,
+        "last_error": row.last_error,
+        "response_status": row.response_status,
+        "received_at": isoformat(row.received_at),
+        "processed_at": isoformat(row.processed_at),
+    }
+    if full:
+        body = row.body or b""
+        body = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+        view["headers"] = json.loads(row.headers)
+        view["content_type"] = row.content_type
+        view["body"] = body.decode("utf-8", "replace")
+    return view
+
+
+def list_items(
+    db: DAL,
+    *,
+    source: str | None = None,
+    status: str | None = None,
+    event_type: str | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    limit: int = 50,
+    cursor: int | None = None,
+) -> dict[str, Any]:
+    """A page of inbox items, newest first: ``{"data", "has_more", "next_cursor"}``."""
+    table = db.hookline_inbox
+    query = table.id > 0
+    for column, value in (
+        (table.source, source),
+        (table.status, status),
+        (table.event_type, event_type),
+    ):
+        if value is not None:
+            query &= column == value
+    if since is not None:
+        query &= table.received_at >= since
+    if until is not None:
+        query &= table.received_at < until
+    if cursor is not None:
+        query &= table.id < cursor
+    limit = max(1, min(limit, MAX_PAGE))
+    rows = list(db(query).select(orderby=~table.id, limitby=(0, limit + 1)))
+    page = rows[:limit]
+    return {
+        "object": "list",
+        "data": [item_to_dict(row) for row in page],
+        "has_more": len(rows) > limit,
+        "next_cursor": str(page[-1].id) if len(rows) > limit else None,
+    }

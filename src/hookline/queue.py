@@ -26,7 +26,7 @@ from psycopg2.extras import execute_values
 from pydal import DAL
 
 from hookline import endpoints
-from hookline.fanout import is_postgres
+from hookline.fanout import dialect_sql, is_postgres
 from hookline.ids import new_id
 from hookline.retry import (
     AttemptOutcome,
@@ -61,11 +61,6 @@ def new_worker_id() -> str:
     import socket
 
     return f"{socket.gethostname()[:30]}:{os.getpid()}:{new_id('wk')[-6:]}"
-
-
-def _sql(db: DAL, statement: str) -> str:
-    # Written with %s placeholders (psycopg2); sqlite3 wants ?.
-    return statement if is_postgres(db) else statement.replace("%s", "?")
 
 
 def _in(values: Sequence[Any]) -> str:
@@ -207,7 +202,7 @@ def claim(db: DAL, worker: str, *, now: float, capacity: int, lease_s: float) ->
     db.commit()
     # A read first: on SQLite the write lock below would make publishers wait, for nothing
     # whenever no delivery is due.
-    if not db.executesql(_sql(db, _ANY_DUE), placeholders=[now]):
+    if not db.executesql(dialect_sql(db, _ANY_DUE), placeholders=[now]):
         db.commit()
         return []
     full = [int(r[0]) for r in db.executesql(_FULL_ENDPOINTS)]
@@ -219,7 +214,7 @@ def claim(db: DAL, worker: str, *, now: float, capacity: int, lease_s: float) ->
         candidates = [
             (int(r[0]), int(r[1]))
             for r in db.executesql(
-                _sql(db, statement),
+                dialect_sql(db, statement),
                 placeholders=[now, now + RATE_HORIZON_S, *full, capacity * 4],
             )
         ]
@@ -239,11 +234,11 @@ def claim(db: DAL, worker: str, *, now: float, capacity: int, lease_s: float) ->
             cursor.executemany(_LEASE_SQLITE, leases)
         if next_send:
             cursor.executemany(
-                _sql(db, "UPDATE hookline_endpoint SET next_send_at = %s WHERE id = %s"),
+                dialect_sql(db, "UPDATE hookline_endpoint SET next_send_at = %s WHERE id = %s"),
                 [(slot, ep) for ep, slot in next_send.items()],
             )
         ids = [delivery for delivery, _ in chosen]
-        rows = db.executesql(_sql(db, _CLAIMED.format(ids=_in(ids))), placeholders=ids)
+        rows = db.executesql(dialect_sql(db, _CLAIMED.format(ids=_in(ids))), placeholders=ids)
         db.commit()
     except BaseException:
         db.rollback()
@@ -257,7 +252,7 @@ def claim(db: DAL, worker: str, *, now: float, capacity: int, lease_s: float) ->
 def _budgets(db: DAL, endpoint_ids: list[int]) -> dict[int, EndpointBudget]:
     lock = " ORDER BY id FOR UPDATE" if is_postgres(db) else ""
     settings = db.executesql(
-        _sql(
+        dialect_sql(
             db,
             "SELECT id, max_in_flight, rate_limit, next_send_at FROM hookline_endpoint"
             f" WHERE id IN ({_in(endpoint_ids)}){lock}",
@@ -266,7 +261,7 @@ def _budgets(db: DAL, endpoint_ids: list[int]) -> dict[int, EndpointBudget]:
     )
     counts = dict(
         db.executesql(
-            _sql(
+            dialect_sql(
                 db,
                 "SELECT endpoint, COUNT(*) FROM hookline_delivery WHERE status = 'sending'"
                 f" AND endpoint IN ({_in(endpoint_ids)}) GROUP BY endpoint",
@@ -516,7 +511,7 @@ def recover_expired(
 ) -> int:
     """Deliveries whose lease ran out are recorded as a failed attempt and retried; commits."""
     db.commit()
-    rows = db.executesql(_sql(db, _EXPIRED), placeholders=[now, limit])
+    rows = db.executesql(dialect_sql(db, _EXPIRED), placeholders=[now, limit])
     results = [
         SendResult(
             delivery_row=int(r[0]),
@@ -550,7 +545,7 @@ def extend_leases(db: DAL, worker: str, delivery_rows: Sequence[int], *, until: 
         rows = list(delivery_rows)
         cursor = db._adapter.cursor
         cursor.execute(
-            _sql(
+            dialect_sql(
                 db,
                 "UPDATE hookline_delivery SET lease_until = %s WHERE status = 'sending'"
                 f" AND lease_owner = %s AND id IN ({_in(rows)})",

@@ -7,15 +7,13 @@ commits before a 2xx; client mistakes raise ``ClientError``.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Any
 
 from pydal import DAL
 
-from hookline import handlers, sources
+from hookline import handlers, inbox, sources
 from hookline.delivery_api import ApiContext
 from hookline.errors import NotFound, ValidationFailed
-from hookline.timeutil import isoformat
 from hookline.webio import Request, Response, json_object, json_response, query_int, query_one
 
 __all__ = [
@@ -29,9 +27,6 @@ __all__ = [
     "show_source",
     "update_source",
 ]
-
-INBOX_STATUSES = ("received", "processing", "processed", "failed")
-MAX_PAGE = 200
 
 
 def list_sources(db: DAL, request: Request, ctx: ApiContext) -> Response:
@@ -85,65 +80,33 @@ def delete_source(db: DAL, request: Request, ctx: ApiContext, name: str) -> Resp
     return json_response(200, {"object": "source", "name": name, "deleted": True})
 
 
-def _inbox_to_dict(row: Any, *, full: bool = False) -> dict[str, Any]:
-    view = {
-        "object": "inbox_item",
-        "inbox_id": row.inbox_id,
-        "source": row.source,
-        "message_id": row.message_id,
-        "event_type": row.event_type,
-        "status": row.status,
-        "response_status": row.response_status,
-        "received_at": isoformat(row.received_at),
-        "processed_at": isoformat(row.processed_at),
-    }
-    if full:
-        body = row.body or b""
-        body = body.encode("utf-8") if isinstance(body, str) else bytes(body)
-        view["headers"] = json.loads(row.headers)
-        view["content_type"] = row.content_type
-        view["body"] = body.decode("utf-8", "replace")
-    return view
+def _time_param(request: Request, name: str) -> dt.datetime | None:
+    raw = query_one(request, name)
+    if raw is None:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationFailed("bad time", errors={name: "an ISO-8601 time"}) from None
+    return when.astimezone(dt.UTC).replace(tzinfo=None) if when.tzinfo is not None else when
 
 
 def list_inbox(db: DAL, request: Request, ctx: ApiContext) -> Response:
     """``GET /api/inbox?source=&status=&type=&since=&until=&limit=&cursor=``, newest first."""
-    table = db.hookline_inbox
-    query = table.id > 0
-    for name, column in (("source", table.source), ("type", table.event_type)):
-        value = query_one(request, name)
-        if value is not None:
-            query &= column == value
     status = query_one(request, "status")
-    if status is not None:
-        if status not in INBOX_STATUSES:
-            raise ValidationFailed("unknown status", errors={"status": ", ".join(INBOX_STATUSES)})
-        query &= table.status == status
-    for name, op in (("since", "ge"), ("until", "lt")):
-        raw = query_one(request, name)
-        if raw is not None:
-            try:
-                when = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-            except ValueError:
-                raise ValidationFailed("bad time", errors={name: "an ISO-8601 time"}) from None
-            if when.tzinfo is not None:
-                when = when.astimezone(dt.UTC).replace(tzinfo=None)
-            query &= (table.received_at >= when) if op == "ge" else (table.received_at < when)
-    cursor = query_int(request, "cursor", 1, 2**62)
-    if cursor is not None:
-        query &= table.id < cursor
-    limit = query_int(request, "limit", 1, MAX_PAGE) or 50
-    rows = db(query).select(orderby=~table.id, limitby=(0, limit + 1))
-    page = list(rows)[:limit]
-    return json_response(
-        200,
-        {
-            "object": "list",
-            "data": [_inbox_to_dict(row) for row in page],
-            "has_more": len(rows) > limit,
-            "next_cursor": str(page[-1].id) if len(rows) > limit else None,
-        },
+    if status is not None and status not in inbox.INBOX_STATUSES:
+        raise ValidationFailed("unknown status", errors={"status": ", ".join(inbox.INBOX_STATUSES)})
+    page = inbox.list_items(
+        db,
+        source=query_one(request, "source"),
+        status=status,
+        event_type=query_one(request, "type"),
+        since=_time_param(request, "since"),
+        until=_time_param(request, "until"),
+        limit=query_int(request, "limit", 1, inbox.MAX_PAGE) or 50,
+        cursor=query_int(request, "cursor", 1, 2**62),
     )
+    return json_response(200, page)
 
 
 def get_inbox_item(db: DAL, request: Request, ctx: ApiContext, inbox_id: str) -> Response:
@@ -151,7 +114,7 @@ def get_inbox_item(db: DAL, request: Request, ctx: ApiContext, inbox_id: str) ->
     row = db(db.hookline_inbox.inbox_id == inbox_id).select(limitby=(0, 1)).first()
     if row is None:
         raise NotFound(f"no inbox item {inbox_id!r}")
-    return json_response(200, _inbox_to_dict(row, full=True))
+    return json_response(200, inbox.item_to_dict(row, full=True))
 
 
 def replay_inbox_item(db: DAL, request: Request, ctx: ApiContext, inbox_id: str) -> Response:

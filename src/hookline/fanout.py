@@ -14,6 +14,7 @@ import json
 from pydal import DAL
 
 from hookline.ids import new_id
+from hookline.sqlconn import SqlConn, as_sql
 from hookline.timeutil import to_epoch
 
 __all__ = ["NOTIFY_CHANNEL", "dialect_sql", "fan_out", "is_postgres", "subscribers"]
@@ -32,31 +33,36 @@ def dialect_sql(db: DAL, statement: str) -> str:
     return statement if is_postgres(db) else statement.replace("%s", "?")
 
 
-def subscribers(db: DAL, event_type: str) -> list[int]:
+def subscribers(db: DAL | SqlConn, event_type: str) -> list[int]:
     """Row ids of the enabled endpoints whose filter admits ``event_type`` (empty filter = all)."""
-    table = db.hookline_endpoint
-    rows = db((table.enabled == 1) & (table.deleted_at == None)).select(table.id, table.event_types)
+    rows = as_sql(db).all(
+        "SELECT id, event_types FROM hookline_endpoint WHERE enabled = 1 AND deleted_at IS NULL"
+    )
+    # '[]' (every type) is the common filter: skip parsing it.
     return [
-        row.id for row in rows if not (types := json.loads(row.event_types)) or event_type in types
+        row_id
+        for row_id, types in rows
+        if types == "[]" or not (parsed := json.loads(types)) or event_type in parsed
     ]
 
 
-def fan_out(db: DAL, event_row_id: int, endpoint_ids: list[int], now: dt.datetime) -> list[int]:
+_INSERT_DELIVERY = (
+    "INSERT INTO hookline_delivery (delivery_id, event, endpoint, status, attempts,"
+    " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)"
+)
+
+
+def fan_out(
+    db: DAL | SqlConn, event_row_id: int, endpoint_ids: list[int], now: dt.datetime
+) -> list[int]:
     """Insert a pending delivery of the event for each endpoint; return their row ids."""
+    sql = as_sql(db)
     due = to_epoch(now)
+    stamp = sql.when(now)
     created = [
-        db.hookline_delivery.insert(
-            delivery_id=new_id("dlv"),
-            event=event_row_id,
-            endpoint=endpoint_id,
-            status="pending",
-            attempts=0,
-            next_attempt_at=due,
-            created_at=now,
-            updated_at=now,
-        )
+        sql.insert(_INSERT_DELIVERY, (new_id("dlv"), event_row_id, endpoint_id, due, stamp, stamp))
         for endpoint_id in endpoint_ids
     ]
-    if created and is_postgres(db):
-        db.executesql(f"NOTIFY {NOTIFY_CHANNEL}")
+    if created and sql.postgres:
+        sql.execute(f"NOTIFY {NOTIFY_CHANNEL}")
     return created

@@ -150,9 +150,9 @@ def _store(
     db: DAL, row: Any, request: Request, message_id: str | None, event_type: str | None, now
 ) -> Response:
     if message_id is not None:
-        seen = inbox.find_message(db, row.name, message_id)
+        seen = inbox.find_answer(db, row.name, message_id)
         if seen is not None:
-            return inbox.replay_response(seen)
+            return seen
     inbox_id = new_id("msg")
     answer: dict[str, Any] = {"status": "received", "source": row.name, "inbox_id": inbox_id}
     if row.kind == "github" and event_type == "ping":

@@ -15,18 +15,18 @@ from pydal import DAL
 
 from hookline.errors import BadRequest
 from hookline.ids import new_id
+from hookline.sqlconn import SqlConn, as_sql
 from hookline.timeutil import isoformat, to_epoch, utcnow
 from hookline.webio import Request, Response, redacted_headers
 
 __all__ = [
     "IDEMPOTENCY_HEADERS",
     "INBOX_STATUSES",
-    "find_message",
+    "find_answer",
     "item_to_dict",
     "list_items",
     "message_id_of",
     "record",
-    "replay_response",
 ]
 
 #: Headers that name a message for deduplication, in order of preference.
@@ -48,15 +48,32 @@ def message_id_of(request: Request) -> str | None:
     return None
 
 
-def find_message(db: DAL, source: str, message_id: str) -> Any:
-    """The inbox row for ``(source, message_id)``, or ``None``."""
-    table = db.hookline_inbox
-    query = (table.source == source) & (table.message_id == message_id)
-    return db(query).select(limitby=(0, 1)).first()
+def find_answer(db: DAL | SqlConn, source: str, message_id: str) -> Response | None:
+    """The answer stored for ``(source, message_id)``, marked as a replay; ``None`` if unseen."""
+    row = as_sql(db).one(
+        "SELECT response_status, response_body FROM hookline_inbox"
+        " WHERE source = ? AND message_id = ?",
+        (source, message_id),
+    )
+    if row is None:
+        return None
+    status, body = row
+    return Response(
+        status,
+        (body or "").encode("utf-8"),
+        {"Content-Type": "application/json", "Idempotent-Replayed": "true"},
+    )
+
+
+_INSERT = (
+    "INSERT INTO hookline_inbox (inbox_id, source, message_id, method, content_type, headers,"
+    " body, status, response_status, response_body, received_at, processed_at, event_type,"
+    " attempts, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)"
+)
 
 
 def record(
-    db: DAL,
+    db: DAL | SqlConn,
     *,
     source: str,
     message_id: str | None,
@@ -70,32 +87,28 @@ def record(
     """Store ``request`` and its ``response`` in the caller's transaction; return the row's id."""
     now = now or utcnow()
     inbox_id = inbox_id or new_id("msg")
-    db.hookline_inbox.insert(
-        inbox_id=inbox_id,
-        source=source,
-        message_id=message_id,
-        method=request.method,
-        content_type=request.header("content-type")[:255] or None,
-        headers=json.dumps(redacted_headers(request.headers)),
-        body=request.body,
-        status=status,
-        response_status=response.status,
-        response_body=response.body.decode("utf-8"),
-        received_at=now,
-        processed_at=now if status == "processed" else None,
-        event_type=event_type,
-        next_attempt_at=to_epoch(now) if status == "received" else None,
+    sql = as_sql(db)
+    stamp = sql.when(now)
+    sql.execute(
+        _INSERT,
+        (
+            inbox_id,
+            source,
+            message_id,
+            request.method,
+            request.header("content-type")[:255] or None,
+            json.dumps(redacted_headers(request.headers)),
+            sql.blob(request.body),
+            status,
+            response.status,
+            response.body.decode("utf-8"),
+            stamp,
+            stamp if status == "processed" else None,
+            event_type,
+            to_epoch(now) if status == "received" else None,
+        ),
     )
     return inbox_id
-
-
-def replay_response(row: Any) -> Response:
-    """The answer stored with an inbox row, marked as a replay."""
-    return Response(
-        row.response_status,
-        (row.response_body or "").encode("utf-8"),
-        {"Content-Type": "application/json", "Idempotent-Replayed": "true"},
-    )
 
 
 def item_to_dict(row: Any, *, full: bool = False) -> dict[str, Any]:

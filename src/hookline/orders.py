@@ -11,12 +11,14 @@ import datetime as dt
 from typing import Any
 
 from pydal import DAL
+from pydal.objects import Row
 
 from hookline import order_rules
 from hookline.errors import Conflict, NotFound, StaleWrite, ValidationFailed
 from hookline.ids import new_id
 from hookline.order_rules import OrderChanges
 from hookline.outbox import publish
+from hookline.sqlconn import SqlConn, as_sql
 from hookline.timeutil import isoformat, utcnow
 
 __all__ = [
@@ -56,8 +58,40 @@ def order_to_dict(row: Any) -> dict[str, Any]:
     }
 
 
-def _find(db: DAL, order_id: str) -> Any:
-    return db(db.hookline_order.order_id == order_id).select(limitby=(0, 1)).first()
+_COLUMNS = (
+    "id",
+    "order_id",
+    "product_name",
+    "quantity",
+    "unit_price_minor",
+    "currency",
+    "customer_email",
+    "status",
+    "source",
+    "version",
+    "created_at",
+    "updated_at",
+)
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM hookline_order"
+_INSERT = (
+    f"INSERT INTO hookline_order ({', '.join(_COLUMNS[1:])})"
+    f" VALUES ({', '.join('?' * (len(_COLUMNS) - 1))})"
+)
+#: Fields an update may set (never ``id``, ``order_id``, ``created_at``).
+_UPDATABLE = frozenset(_COLUMNS) - {"id", "order_id", "created_at", "version"}
+
+
+def _row(values: tuple | None) -> Row | None:
+    if values is None:
+        return None
+    row = Row(zip(_COLUMNS, values, strict=True))
+    row.created_at = SqlConn.read_when(row.created_at)
+    row.updated_at = SqlConn.read_when(row.updated_at)
+    return row
+
+
+def _find(db: DAL | SqlConn, order_id: str) -> Row | None:
+    return _row(as_sql(db).one(_SELECT + " WHERE order_id = ?", (order_id,)))
 
 
 def get_order(db: DAL, order_id: str) -> dict[str, Any]:
@@ -68,29 +102,34 @@ def get_order(db: DAL, order_id: str) -> dict[str, Any]:
     return order_to_dict(row)
 
 
-def _insert(db: DAL, changes: OrderChanges, source: str, now: dt.datetime) -> dict[str, Any]:
+def _insert(
+    db: DAL | SqlConn, changes: OrderChanges, source: str, now: dt.datetime
+) -> dict[str, Any]:
     if changes.product_name is None:
         raise ValidationFailed(
             "a new order needs a product", errors={"product_name": "is required for a new order"}
         )
     order_id = changes.order_id or new_id("ord")
     fields = {"quantity": 1, **changes.given()}
-    row_id = db.hookline_order.insert(
-        order_id=order_id,
-        status="pending",
-        source=source,
-        version=1,
-        created_at=now,
-        updated_at=now,
+    sql = as_sql(db)
+    values = {
+        **dict.fromkeys(_COLUMNS[1:]),
         **fields,
-    )
-    order = order_to_dict(db.hookline_order[row_id])
-    publish(db, "order.created", {"order": order}, now=now)
+        "order_id": order_id,
+        "status": "pending",
+        "source": source,
+        "version": 1,
+        "created_at": sql.when(now),
+        "updated_at": sql.when(now),
+    }
+    row_id = sql.insert(_INSERT, [values[name] for name in _COLUMNS[1:]])
+    order = order_to_dict(_row(sql.one(_SELECT + " WHERE id = ?", (row_id,))))
+    publish(sql, "order.created", {"order": order}, now=now)
     return order
 
 
 def create_order(
-    db: DAL, changes: OrderChanges, *, source: str = "api", now: dt.datetime | None = None
+    db: DAL | SqlConn, changes: OrderChanges, *, source: str = "api", now: dt.datetime | None = None
 ) -> dict[str, Any]:
     """Create an order and publish ``order.created``; raise ``Conflict`` if the id is taken."""
     if changes.order_id is not None and _find(db, changes.order_id) is not None:
@@ -100,21 +139,27 @@ def create_order(
     return _insert(db, changes, source, now or utcnow())
 
 
-def _compare_and_set(db: DAL, row: Any, values: dict[str, Any]) -> Any:
-    table = db.hookline_order
-    updated = db((table.id == row.id) & (table.version == row.version)).update(
-        version=row.version + 1, **values
+def _compare_and_set(db: DAL | SqlConn, row: Any, values: dict[str, Any]) -> Row:
+    sql = as_sql(db)
+    unknown = set(values) - _UPDATABLE
+    if unknown:
+        raise ValueError(f"not updatable: {sorted(unknown)}")
+    stored = {k: sql.when(v) if isinstance(v, dt.datetime) else v for k, v in values.items()}
+    assignments = ", ".join(f"{name} = ?" for name in stored)
+    cursor = sql.execute(
+        f"UPDATE hookline_order SET version = ?, {assignments} WHERE id = ? AND version = ?",
+        (row.version + 1, *stored.values(), row.id, row.version),
     )
-    if not updated:
+    if cursor.rowcount != 1:
         raise StaleWrite(
             f"order {row.order_id!r} was changed by another request; retry",
             errors={"version": "stale"},
         )
-    return table[row.id]
+    return _row(sql.one(_SELECT + " WHERE id = ?", (row.id,)))
 
 
 def _update_fields(
-    db: DAL, row: Any, changes: OrderChanges, now: dt.datetime
+    db: DAL | SqlConn, row: Any, changes: OrderChanges, now: dt.datetime
 ) -> tuple[Any, list[str]]:
     changed = {k: v for k, v in changes.given().items() if row[k] != v}
     if not changed:
@@ -125,7 +170,7 @@ def _update_fields(
 
 
 def upsert_from_webhook(
-    db: DAL, changes: OrderChanges, *, now: dt.datetime | None = None
+    db: DAL | SqlConn, changes: OrderChanges, *, now: dt.datetime | None = None
 ) -> tuple[dict[str, Any], str]:
     """Create the order ``changes.order_id`` or update its given fields.
 
@@ -150,7 +195,7 @@ def upsert_from_webhook(
 
 
 def apply_patch(
-    db: DAL, order_id: str, changes: OrderChanges, *, now: dt.datetime | None = None
+    db: DAL | SqlConn, order_id: str, changes: OrderChanges, *, now: dt.datetime | None = None
 ) -> dict[str, Any]:
     """Change an order's fields (only while pending) and/or move it to a new status.
 

@@ -18,6 +18,7 @@ from pydal import DAL
 from hookline.errors import InvalidEvent
 from hookline.fanout import fan_out, subscribers
 from hookline.ids import new_id
+from hookline.sqlconn import SqlConn, as_sql
 from hookline.timeutil import isoformat, utcnow
 
 __all__ = ["EVENT_TYPES", "MAX_PAYLOAD_BYTES", "build_payload", "publish"]
@@ -100,7 +101,7 @@ def build_payload(
 
 
 def publish(
-    db: DAL,
+    db: DAL | SqlConn,
     event_type: str,
     data: dict[str, Any],
     *,
@@ -118,9 +119,11 @@ def publish(
     created_at = now or utcnow()
     payload = build_payload(event_type, data, created_at, max_bytes=max_bytes)
     event_id = new_id("evt")
-    row_id = db.hookline_event.insert(
-        event_id=event_id, type=event_type, payload=payload, created_at=created_at
+    sql = as_sql(db)
+    row_id = sql.insert(
+        "INSERT INTO hookline_event (event_id, type, payload, created_at) VALUES (?, ?, ?, ?)",
+        (event_id, event_type, payload, sql.when(created_at)),
     )
-    targets = subscribers(db, event_type) if endpoint_ids is None else endpoint_ids
-    fan_out(db, row_id, targets, created_at)
+    targets = subscribers(sql, event_type) if endpoint_ids is None else endpoint_ids
+    fan_out(sql, row_id, targets, created_at)
     return event_id

@@ -35,9 +35,9 @@ _RACE_RETRIES = 10
 
 def _process(db: DAL, request: Request, message_id: str | None, now: dt.datetime) -> Response:
     if message_id is not None:
-        seen = inbox.find_message(db, ORDERS_SOURCE, message_id)
+        seen = inbox.find_answer(db, ORDERS_SOURCE, message_id)
         if seen is not None:
-            return inbox.replay_response(seen)
+            return seen
     fields = parse_fields(request.header("content-type"), request.body)
     changes = order_rules.parse_webhook(fields)
     orders.upsert_from_webhook(db, changes, now=now)

@@ -316,29 +316,32 @@ def test_same_status_patch_is_a_no_op_without_event(db, other_db, path):
 # --- compare-and-set --------------------------------------------------------------------------
 
 
-def _bump_before_first_update(db, other_db, order_id: str) -> list[int]:
+def _bump_before_first_update(db, other_db, order_id: str, monkeypatch) -> list[int]:
     """Make a concurrent writer (``other_db``) commit a change to ``order_id`` right after ``db``
     read the order and right before ``db`` writes it: the window compare-and-set protects."""
     bumped: list[int] = []
+    started: list[bool] = []
+    compare_and_set = orders._compare_and_set
 
-    def bump(_set, _fields):
-        if not bumped:
+    def bump_first(sql, row, values):
+        if not started:
+            started.append(True)  # the other writer's own update goes straight through
             other = orders.apply_patch(other_db, order_id, parse_patch({"quantity": 42}))
             other_db.commit()
             bumped.append(other["version"])
-        return False  # go on with db's own update
+        return compare_and_set(sql, row, values)  # go on with db's own update
 
-    db.hookline_order._before_update.append(bump)
+    monkeypatch.setattr(orders, "_compare_and_set", bump_first)
     return bumped
 
 
 @pytest.mark.parametrize(
     "change", [{"status": "paid"}, {"quantity": 2}, {"quantity": 2, "status": "cancelled"}]
 )
-def test_stale_writer_gets_conflict_and_the_first_write_stands(db, other_db, change):
+def test_stale_writer_gets_conflict_and_the_first_write_stands(db, other_db, change, monkeypatch):
     _create(db, "A-1")
     db.commit()
-    bumped = _bump_before_first_update(db, other_db, "A-1")
+    bumped = _bump_before_first_update(db, other_db, "A-1", monkeypatch)
 
     with pytest.raises(Conflict) as info:
         orders.apply_patch(db, "A-1", parse_patch(change))
@@ -355,10 +358,10 @@ def test_stale_writer_gets_conflict_and_the_first_write_stands(db, other_db, cha
     assert events[1][1]["data"]["changed"] == ["quantity"]
 
 
-def test_second_writer_from_a_stale_read_loses_upsert(db, other_db):
+def test_second_writer_from_a_stale_read_loses_upsert(db, other_db, monkeypatch):
     orders.upsert_from_webhook(db, parse_webhook({"order_id": "W-1", "product_name": "mug"}))
     db.commit()
-    _bump_before_first_update(db, other_db, "W-1")
+    _bump_before_first_update(db, other_db, "W-1", monkeypatch)
 
     with pytest.raises(Conflict):
         orders.upsert_from_webhook(db, parse_webhook({"order_id": "W-1", "product_name": "cup"}))

@@ -1,0 +1,89 @@
+"""Hand-written SQL on a DB-API connection, for the write paths that run on every request.
+
+pydal builds each statement in Python (tens of microseconds per insert); the receiver, the
+outbox and the fan-out run per request, so they speak SQL directly through ``SqlConn``. The same
+functions serve a pydal caller (``SqlConn.of(db)`` shares the request's connection and
+transaction) and the group committer (which owns its connection). Values are written the way
+pydal writes them, so pydal reads these rows back unchanged: datetimes to the second, blobs in
+base64.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from pydal import DAL
+
+from hookline.timeutil import sql_datetime
+
+__all__ = ["SqlConn", "as_sql"]
+
+
+class SqlConn:
+    """A DB-API connection and its dialect; statements are written with ``?`` placeholders."""
+
+    __slots__ = ("_statements", "connection", "postgres")
+
+    def __init__(self, connection: Any, *, postgres: bool) -> None:
+        self.connection = connection
+        self.postgres = postgres
+        self._statements: dict[str, str] = {}
+
+    @classmethod
+    def of(cls, db: DAL) -> SqlConn:
+        """The connection ``db`` holds for this thread (same transaction as its pydal calls)."""
+        return cls(db._adapter.connection, postgres=db._adapter.dbengine == "postgres")
+
+    def _sql(self, statement: str) -> str:
+        if not self.postgres:
+            return statement
+        converted = self._statements.get(statement)
+        if converted is None:
+            converted = self._statements[statement] = statement.replace("?", "%s")
+        return converted
+
+    def execute(self, statement: str, params: Sequence[Any] = ()) -> Any:
+        """Run one statement; return its cursor."""
+        cursor = self.connection.cursor()
+        cursor.execute(self._sql(statement), params)
+        return cursor
+
+    def one(self, statement: str, params: Sequence[Any] = ()) -> tuple | None:
+        """The first row of a query, or ``None``."""
+        return self.execute(statement, params).fetchone()
+
+    def all(self, statement: str, params: Sequence[Any] = ()) -> list[tuple]:
+        """Every row of a query."""
+        return self.execute(statement, params).fetchall()
+
+    def insert(self, statement: str, params: Sequence[Any] = ()) -> int:
+        """Run an ``INSERT`` of one row; return its ``id``."""
+        if self.postgres:
+            return self.execute(statement + " RETURNING id", params).fetchone()[0]
+        return self.execute(statement, params).lastrowid
+
+    def when(self, value: dt.datetime | None) -> Any:
+        """A datetime as pydal stores it: to the second (text on SQLite)."""
+        if value is None:
+            return None
+        return value.replace(microsecond=0) if self.postgres else sql_datetime(value)
+
+    @staticmethod
+    def blob(value: bytes | None) -> str | None:
+        """Bytes as pydal stores a ``blob`` field (base64 text), so pydal reads them back."""
+        return None if value is None else base64.b64encode(value).decode("ascii")
+
+    @staticmethod
+    def read_when(value: Any) -> dt.datetime | None:
+        """A stored datetime read back (SQLite gives text, PostgreSQL a datetime)."""
+        if value is None or isinstance(value, dt.datetime):
+            return value
+        return dt.datetime.fromisoformat(value)
+
+
+def as_sql(db: DAL | SqlConn) -> SqlConn:
+    """``db`` itself when it is a ``SqlConn``, else the connection of the pydal ``db``."""
+    return db if isinstance(db, SqlConn) else SqlConn.of(db)

@@ -17,6 +17,7 @@ import pytest
 
 from hookline.config import Settings
 from hookline.database import connect, migrate
+from hookline.sources import ensure_orders_source
 
 DEFAULT_POSTGRES_URL = "postgres://hookline:hookline@127.0.0.1:5432/hookline"
 
@@ -121,6 +122,7 @@ def settings(request, tmp_path: Path) -> Iterator[Settings]:
     try:
         tables = [name for name in db.tables if name.startswith("hookline_")]
         db.executesql(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+        ensure_orders_source(db)  # built in: migrate made it, and the next test expects it
         db.commit()
     finally:
         db.close()

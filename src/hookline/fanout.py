@@ -33,17 +33,25 @@ def dialect_sql(db: DAL, statement: str) -> str:
     return statement if is_postgres(db) else statement.replace("%s", "?")
 
 
+_ENDPOINT_FILTERS = (
+    "SELECT id, event_types FROM hookline_endpoint WHERE enabled = 1 AND deleted_at IS NULL"
+)
+
+
 def subscribers(db: DAL | SqlConn, event_type: str) -> list[int]:
-    """Row ids of the enabled endpoints whose filter admits ``event_type`` (empty filter = all)."""
-    rows = as_sql(db).all(
-        "SELECT id, event_types FROM hookline_endpoint WHERE enabled = 1 AND deleted_at IS NULL"
+    """Row ids of the enabled endpoints whose filter admits ``event_type`` (empty filter = all).
+
+    Within one group-commit batch the endpoint list is read once (``SqlConn.memo``).
+    """
+    sql = as_sql(db)
+    filters = sql.memo(
+        "endpoint_filters",
+        lambda: [
+            (row_id, None if types == "[]" else frozenset(json.loads(types) or ()))
+            for row_id, types in sql.all(_ENDPOINT_FILTERS)
+        ],
     )
-    # '[]' (every type) is the common filter: skip parsing it.
-    return [
-        row_id
-        for row_id, types in rows
-        if types == "[]" or not (parsed := json.loads(types)) or event_type in parsed
-    ]
+    return [row_id for row_id, types in filters if not types or event_type in types]
 
 
 _INSERT_DELIVERY = (

@@ -21,12 +21,16 @@ _last_ms = -1
 _last_random = 0
 
 
-def _encode(value: int, length: int) -> str:
-    chars = []
-    for _ in range(length):
-        value, digit = divmod(value, 32)
-        chars.append(_ALPHABET[digit])
-    return "".join(reversed(chars))
+# Two base32 digits per 10 bits: half the steps of a digit-by-digit loop (ids are made on every
+# request's hot path).
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
+_SHIFTS = tuple(range(120, -1, -10))
+_checked_prefixes: set[str] = set()
+
+
+def _encode_ulid(ms: int, random: int) -> str:
+    value = (ms << _RANDOM_BITS) | random  # 128 bits, written as 26 digits (130 bits)
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
 def _next_ulid(now_ms: int | None = None) -> str:
@@ -42,13 +46,15 @@ def _next_ulid(now_ms: int | None = None) -> str:
         else:
             _last_random = int.from_bytes(os.urandom(10), "big")
         _last_ms = ms
-        return _encode(ms, 10) + _encode(_last_random, 16)
+        return _encode_ulid(ms, _last_random)
 
 
 def new_id(prefix: str) -> str:
     """A new identifier ``<prefix>_<ULID>``, e.g. ``new_id("evt")`` -> ``evt_01JD3...``."""
-    if not re.fullmatch(r"[a-z]{2,8}", prefix):
-        raise ValueError(f"id prefix must be 2-8 lowercase letters, got {prefix!r}")
+    if prefix not in _checked_prefixes:
+        if not re.fullmatch(r"[a-z]{2,8}", prefix):
+            raise ValueError(f"id prefix must be 2-8 lowercase letters, got {prefix!r}")
+        _checked_prefixes.add(prefix)
     return f"{prefix}_{_next_ulid()}"
 
 

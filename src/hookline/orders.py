@@ -123,7 +123,8 @@ def _insert(
         "updated_at": sql.when(now),
     }
     row_id = sql.insert(_INSERT, [values[name] for name in _COLUMNS[1:]])
-    order = order_to_dict(_row(sql.one(_SELECT + " WHERE id = ?", (row_id,))))
+    stored_now = now.replace(microsecond=0)  # as the row holds it
+    order = order_to_dict(Row(values, id=row_id, created_at=stored_now, updated_at=stored_now))
     publish(sql, "order.created", {"order": order}, now=now)
     return order
 

@@ -41,9 +41,14 @@ MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_DEPTH = 64
 
 
-def _check_json(value: Any, path: str = "data") -> None:
+_PLAIN = (str, int, bool, type(None))  # exactly these types: always valid inside JSON text
+
+
+def _check_json(value: Any, path: str = "data", *, strings: bool = False) -> None:
     # json.dumps would accept NaN and tuples and stringify int keys; receivers could not. The
-    # depth bound also stops self-referencing data, which would otherwise loop forever.
+    # depth bound also stops self-referencing data, which would otherwise loop forever. Plain
+    # scalars are skipped (this runs on every published event); unpaired surrogates in strings
+    # are caught when the payload is encoded, and ``strings=True`` then finds where.
     stack = [(value, path, 1)]
     while stack:
         item, where, depth = stack.pop()
@@ -57,9 +62,14 @@ def _check_json(value: Any, path: str = "data") -> None:
                     raise InvalidEvent(
                         "event data is not JSON", errors={where: "keys must be strings"}
                     )
-                stack.append((child, f"{where}.{key}", depth + 1))
+                if strings or type(child) not in _PLAIN:
+                    stack.append((child, f"{where}.{key}", depth + 1))
         elif isinstance(item, list):
-            stack.extend((child, f"{where}[{i}]", depth + 1) for i, child in enumerate(item))
+            stack.extend(
+                (child, f"{where}[{i}]", depth + 1)
+                for i, child in enumerate(item)
+                if strings or type(child) not in _PLAIN
+            )
         elif isinstance(item, float) and not math.isfinite(item):
             raise InvalidEvent("event data is not JSON", errors={where: "must be a finite number"})
         elif isinstance(item, str):
@@ -91,7 +101,12 @@ def build_payload(
         separators=(",", ":"),
         ensure_ascii=False,
     )
-    size = len(payload.encode("utf-8"))
+    try:
+        size = len(payload.encode("utf-8"))
+    except UnicodeEncodeError:
+        _check_json(data, strings=True)  # names the string at fault
+        raise
+
     if size > max_bytes:
         raise InvalidEvent(
             f"event payload is {size} bytes; the limit is {max_bytes}",

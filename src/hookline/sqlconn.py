@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from pydal import DAL
 
@@ -21,16 +21,31 @@ from hookline.timeutil import sql_datetime
 
 __all__ = ["SqlConn", "as_sql"]
 
+T = TypeVar("T")
+
 
 class SqlConn:
     """A DB-API connection and its dialect; statements are written with ``?`` placeholders."""
 
-    __slots__ = ("_statements", "connection", "postgres")
+    __slots__ = ("_last_stamp", "_memo", "_statements", "connection", "postgres")
 
     def __init__(self, connection: Any, *, postgres: bool) -> None:
         self.connection = connection
         self.postgres = postgres
         self._statements: dict[str, str] = {}
+        self._memo: dict[str, Any] = {}
+        self._last_stamp: tuple[Any, Any] = (None, None)
+
+    def memo(self, key: str, read: Callable[[], T]) -> T:
+        """``read()``, remembered under ``key`` until ``forget()``: for reads that many units of
+        one transaction repeat (the group committer forgets at every ``BEGIN``)."""
+        if key not in self._memo:
+            self._memo[key] = read()
+        return self._memo[key]
+
+    def forget(self) -> None:
+        """Drop what ``memo`` remembered (a new transaction may see other values)."""
+        self._memo.clear()
 
     @classmethod
     def of(cls, db: DAL) -> SqlConn:
@@ -69,7 +84,11 @@ class SqlConn:
         """A datetime as pydal stores it: to the second (text on SQLite)."""
         if value is None:
             return None
-        return value.replace(microsecond=0) if self.postgres else sql_datetime(value)
+        last, stamp = self._last_stamp
+        if value is not last:  # one request stamps several rows with the same ``now``
+            stamp = value.replace(microsecond=0) if self.postgres else sql_datetime(value)
+            self._last_stamp = (value, stamp)
+        return stamp
 
     @staticmethod
     def blob(value: bytes | None) -> str | None:

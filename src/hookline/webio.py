@@ -115,8 +115,12 @@ def text_response(status: int, text: str) -> Response:
 
 
 def error_response(error: RequestRefused) -> Response:
-    """The JSON answer to ``error`` (a 4xx, or 503 for a transient condition)."""
-    headers = {"WWW-Authenticate": 'Bearer realm="hookline"'} if error.status == 401 else None
+    """The JSON answer to ``error`` (a 4xx, or 503 with ``Retry-After`` for a transient one)."""
+    headers = None
+    if error.status == 401:
+        headers = {"WWW-Authenticate": 'Bearer realm="hookline"'}
+    elif error.status == 503:
+        headers = {"Retry-After": "1"}
     return json_response(error.status, error.as_dict(), headers)
 
 
@@ -124,6 +128,18 @@ def parse_content_type(value: str) -> tuple[str, dict[str, str]]:
     """Split a Content-Type header into its lower-case media type and its parameters."""
     if not value.strip():
         return "", {}
+    if '"' not in value and "\\" not in value:
+        # The common shapes ("application/json", "...; charset=utf-8") without quoting: split
+        # them directly; the email parser below handles quoted parameters.
+        media_type, *parts = value.split(";")
+        params = {}
+        for part in parts:
+            name, sep, param = part.partition("=")
+            if sep and name.strip():
+                params[name.strip().lower()] = param.strip()
+        media_type = media_type.strip().lower()
+        if media_type.count("/") == 1 and " " not in media_type:
+            return media_type, params
     message = Message()
     message["content-type"] = value
     params = {k.lower(): str(v) for k, v in (message.get_params() or [])[1:]}
@@ -347,8 +363,7 @@ def run(
         return error_response(Conflict("a concurrent request changed the same record; retry"))
     except driver_errors(db, "OperationalError"):
         db.rollback()
-        response = error_response(ServiceUnavailable("the database is busy; retry shortly"))
-        return Response(response.status, response.body, {**response.headers, "Retry-After": "1"})
+        return error_response(ServiceUnavailable("the database is busy; retry shortly"))
     except BaseException:
         db.rollback()
         raise

@@ -1,4 +1,6 @@
-"""The seed's order webhook (``hookline.receiver``) against a real database, on both backends.
+"""The seed's order webhook (``hookline.receiver``) against a real database, on both backends,
+through both of its paths: a pydal transaction per request, and the group committer (two of
+them in the concurrency tests, as two web processes would have).
 
 Guarantee 3: an accepted request is stored (and its work committed) before the 2xx, and a
 duplicate message id is answered like the first and never processed twice. Guarantee 4: bad
@@ -18,8 +20,9 @@ import pytest
 
 from hookline import orders
 from hookline.database import connect
+from hookline.groupcommit import GroupCommitter, connect_for
 from hookline.order_rules import parse_patch
-from hookline.receiver import receive_order_webhook
+from hookline.receiver import receive_order_webhook, receive_order_webhook_grouped
 from hookline.webio import Request, Response
 
 FORM = "application/x-www-form-urlencoded"
@@ -27,6 +30,30 @@ SEED_BODY = b"order_id=1234&product_name=example"
 SUCCESS = {"status": "success", "message": "Webhook processed"}
 LIMIT = 64 * 1024
 NOW = dt.datetime(2026, 3, 1, 12, 0, 0)
+
+
+_COMMITTERS: list[GroupCommitter] = []
+
+
+@pytest.fixture(params=["per-request", "grouped"], autouse=True)
+def receiver_path(request, settings):
+    """Run every test once per path; ``grouped`` answers through two group committers."""
+    if request.param == "per-request":
+        yield
+        return
+    _COMMITTERS[:] = [GroupCommitter(connect_for(settings)) for _ in range(2)]
+    yield
+    for committer in _COMMITTERS:
+        committer.close()
+    _COMMITTERS.clear()
+
+
+def _receive(db, request: Request, n: int = 0, **options: Any) -> Response:
+    if not _COMMITTERS:
+        return receive_order_webhook(db, request, **options)
+    response = receive_order_webhook_grouped(_COMMITTERS[n % len(_COMMITTERS)], request, **options)
+    assert response is not None  # only a signed orders source sends it back to pydal
+    return response
 
 
 def _post(
@@ -43,7 +70,7 @@ def _post(
     if content_type is not None:
         all_headers["Content-Type"] = content_type
     request = Request.build(method, "/myapp/webhook", all_headers, body)
-    return receive_order_webhook(db, request, max_body_bytes=max_body_bytes, now=now)
+    return _receive(db, request, max_body_bytes=max_body_bytes, now=now)
 
 
 def _counts(db) -> dict[str, int]:
@@ -410,7 +437,8 @@ THREADS = 8
 
 
 def _concurrently(settings, make_request: Callable[[int], Request]) -> list[Any]:
-    """Run ``receive_order_webhook`` from THREADS threads at once, each on its own connection;
+    """Run the receiver from THREADS threads at once, each on its own connection (or, grouped,
+    alternating between two committers);
     return each thread's Response (or the exception it raised)."""
     barrier = threading.Barrier(THREADS)
     results: list[Any] = [None] * THREADS
@@ -420,7 +448,7 @@ def _concurrently(settings, make_request: Callable[[int], Request]) -> list[Any]
         try:
             request = make_request(n)
             barrier.wait(timeout=30)
-            results[n] = receive_order_webhook(db, request, max_body_bytes=LIMIT)
+            results[n] = _receive(db, request, n, max_body_bytes=LIMIT)
         except BaseException as error:  # report it to the test instead of losing it
             results[n] = error
         finally:

@@ -7,7 +7,7 @@ import json
 from py4web import DAL, HTTP, request
 from py4web.core import Fixture
 
-from hookline import apikeys, database
+from hookline import apikeys, database, groupcommit
 from hookline.delivery_api import ApiContext
 from hookline.errors import Unauthorized
 from hookline.netguard import NetworkPolicy
@@ -20,6 +20,11 @@ api_context = ApiContext(
     box=load_secret_box(SETTINGS.secret_key or None, SETTINGS.data_dir),
     network=NetworkPolicy.from_settings(SETTINGS.allow_networks, SETTINGS.https_only),
     max_body_bytes=SETTINGS.max_body_bytes,
+)
+
+#: The seed webhook's group committer (None when HOOKLINE_GROUP_COMMIT is off).
+committer = (
+    groupcommit.GroupCommitter(groupcommit.connect_for(SETTINGS)) if SETTINGS.group_commit else None
 )
 
 

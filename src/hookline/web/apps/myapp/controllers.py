@@ -5,10 +5,11 @@ from __future__ import annotations
 from py4web import action
 
 from hookline import __version__, delivery_api, inbound, orders_api, receiver, sources_api
-from hookline.web.adapter import answer, call
-from hookline.webio import Request, json_response
+from hookline.errors import PayloadTooLarge
+from hookline.web.adapter import answer, call, engine_request
+from hookline.webio import Request, error_response, json_response, run
 
-from .common import api_context, api_key, db
+from .common import api_context, api_key, committer, db
 from .settings import SETTINGS
 
 _LIMIT = SETTINGS.max_body_bytes
@@ -18,11 +19,31 @@ _ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
 @action("webhook", method=_ANY_METHOD)
-@action.uses(db)
 def webhook() -> bytes:
     """The seed's order webhook: POST form or JSON order fields; anything else is a 400."""
-    return call(
-        receiver.receive_order_webhook, db, _LIMIT, max_body_bytes=_LIMIT, box=api_context.box
+    try:
+        request = engine_request(_LIMIT)
+    except PayloadTooLarge as error:
+        return answer(error_response(error))
+    if committer is not None:
+        result = receiver.receive_order_webhook_grouped(committer, request, max_body_bytes=_LIMIT)
+        if result is not None:
+            return answer(result)
+    return _verified_webhook(request)
+
+
+@action.uses(db)
+def _verified_webhook(request: Request) -> bytes:
+    # Per-request transaction through pydal: the orders source verifies signatures (or group
+    # commit is off).
+    return answer(
+        run(
+            receiver.receive_order_webhook,
+            db,
+            request,
+            max_body_bytes=_LIMIT,
+            box=api_context.box,
+        )
     )
 
 

@@ -1,0 +1,207 @@
+"""Group commit: the writes of every request that arrived together share one transaction and
+one fsync, and each request is answered only after that commit.
+
+A durable commit costs one fsync (SQLite ``synchronous=FULL``) whatever it holds, so committing
+per request caps a receiver at the disk's fsync rate. Here request threads hand a *unit* (a
+function of a ``SqlConn``) to one committer thread, which owns its own connection and loops:
+take every waiting unit, ``BEGIN``, run each inside its own ``SAVEPOINT`` (a unit that raises is
+rolled back alone and its caller gets the exception), ``COMMIT`` once, then wake the callers.
+While one batch is being synced the next one gathers, so batches grow with the load and an idle
+receiver still commits at once: no timer, no added latency.
+
+A unit's result reaches its caller only after the commit succeeded; if the commit fails, every
+caller in the batch gets ``ServiceUnavailable`` (503) and nothing of the batch was written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from hookline.config import Settings
+from hookline.errors import ServiceUnavailable
+from hookline.sqlconn import SqlConn
+
+__all__ = ["GroupCommitter", "connect_for"]
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+#: How long a caller waits for its batch before answering 503 (the committer should never
+#: take this long; it is a guard against a wedged disk, not a timing target).
+WAIT_SECONDS = 30.0
+
+
+class _Job:
+    __slots__ = ("done", "error", "result", "unit")
+
+    def __init__(self, unit: Callable[[SqlConn], Any]) -> None:
+        self.unit = unit
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class GroupCommitter:
+    """One committer thread per process running units in shared transactions."""
+
+    def __init__(self, connect: Callable[[], SqlConn], *, max_batch: int = 256) -> None:
+        """``connect`` opens the committer's own connection (see ``connect_for``)."""
+        self._connect = connect
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._sql: SqlConn | None = None
+        self.integrity_errors: tuple[type[BaseException], ...] = ()
+        self.batches = 0
+        self.units = 0
+
+    def _ensure_started(self) -> None:
+        # Started on first use, and again after a fork: a thread does not survive into the
+        # child, and granian may import the app before forking its workers.
+        if self._thread is not None and self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._thread is not None and self._pid == os.getpid():
+                return
+            self._queue = queue.SimpleQueue()
+            self._sql = None
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._loop, name="hookline-commit", daemon=True)
+            self._thread.start()
+
+    def run(self, unit: Callable[[SqlConn], T]) -> T:
+        """Run ``unit(sql)`` in the next batch; return its result once the batch is committed.
+
+        The unit's own exception is re-raised here (its writes rolled back); a failed commit
+        raises ``ServiceUnavailable``.
+        """
+        self._ensure_started()
+        job = _Job(unit)
+        self._queue.put(job)
+        if not job.done.wait(WAIT_SECONDS):
+            raise ServiceUnavailable("the database did not commit in time; retry")
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def close(self) -> None:
+        """Stop the committer thread after the units already queued."""
+        if self._thread is not None and self._pid == os.getpid():
+            self._queue.put(None)
+            self._thread.join(timeout=WAIT_SECONDS)
+            self._thread = None
+
+    def _take_batch(self) -> tuple[list[_Job], bool]:
+        first = self._queue.get()
+        if first is None:
+            return [], True
+        batch = [first]
+        stop = False
+        while len(batch) < self.max_batch:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                stop = True
+                break
+            batch.append(job)
+        return batch, stop
+
+    def _loop(self) -> None:
+        stop = False
+        while not stop:
+            batch, stop = self._take_batch()
+            if batch:
+                self._commit_batch(batch)
+        if self._sql is not None:
+            self._sql.connection.close()
+
+    def _open(self) -> SqlConn:
+        if self._sql is None:
+            self._sql = self._connect()
+            driver = type(self._sql.connection).__module__.split(".")[0]
+            module = sqlite3 if driver == "sqlite3" else __import__(driver)
+            self.integrity_errors = (module.IntegrityError,)
+        return self._sql
+
+    def _commit_batch(self, batch: list[_Job]) -> None:
+        try:
+            sql = self._open()
+            sql.execute("BEGIN" if sql.postgres else "BEGIN IMMEDIATE")
+            sql.forget()
+            for job in batch:
+                self._run_unit(sql, job)
+            sql.execute("COMMIT")
+        except Exception as error:  # unreachable, locked past the timeout, disk full...
+            log.warning("group commit failed: %s", error)
+            self._reset()
+            self._fail(batch, "the database could not store the request; retry shortly")
+            return
+        self.batches += 1
+        self.units += len(batch)
+        for job in batch:
+            job.done.set()
+
+    @staticmethod
+    def _run_unit(sql: SqlConn, job: _Job) -> None:
+        sql.execute("SAVEPOINT unit")
+        try:
+            job.result = job.unit(sql)
+        except BaseException as error:  # handed to the caller, which decides what it means
+            job.error = error
+            sql.execute("ROLLBACK TO SAVEPOINT unit")
+        sql.execute("RELEASE SAVEPOINT unit")
+
+    def _reset(self) -> None:
+        # Closing discards the open transaction; the next batch reconnects.
+        if self._sql is not None:
+            try:
+                self._sql.connection.close()
+            except Exception as error:
+                log.warning("closing the committer's connection failed: %s", error)
+            self._sql = None
+
+    @staticmethod
+    def _fail(batch: list[_Job], reason: str) -> None:
+        for job in batch:
+            job.result = None
+            job.error = ServiceUnavailable(reason)
+            job.done.set()
+
+
+def connect_for(settings: Settings) -> Callable[[], SqlConn]:
+    """A function opening the committer's connection to the configured database."""
+    if settings.is_sqlite:
+
+        def connect_sqlite() -> SqlConn:
+            # isolation_level=None: the committer issues BEGIN/COMMIT itself.
+            connection = sqlite3.connect(
+                str(settings.sqlite_path),
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=settings.sqlite_busy_timeout_ms / 1000,
+            )
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute(f"PRAGMA synchronous={settings.sqlite_synchronous}")
+            return SqlConn(connection, postgres=False)
+
+        return connect_sqlite
+
+    def connect_postgres() -> SqlConn:
+        import psycopg2
+
+        url = settings.database_url.replace("postgres://", "postgresql://", 1)
+        connection = psycopg2.connect(url)
+        connection.autocommit = True  # the committer issues BEGIN/COMMIT itself
+        return SqlConn(connection, postgres=True)
+
+    return connect_postgres

@@ -411,7 +411,16 @@ medians of `--runs` runs unless a row says otherwise. The machine is small and s
 noisy neighbours): treat differences under ~10 % as noise.
 """
 
-_ORDER = ["machine", "summary", "throughput", "latency", "isolation", "claim", "findings"]
+_ORDER = [
+    "machine",
+    "summary",
+    "throughput",
+    "latency",
+    "isolation",
+    "claim",
+    "ingest",
+    "findings",
+]
 
 
 def update_docs(key: str, text: str) -> None:

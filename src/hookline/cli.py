@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hookline import __version__, apikeys
-from hookline.config import Settings
+from hookline.config import Settings, default_web_workers
 from hookline.database import connect, migrate
 from hookline.errors import ConfigError, HooklineError
 
@@ -62,9 +62,9 @@ def cli(data_dir: str | None, database_url: str | None) -> None:
 @click.option(
     "--workers",
     envvar="HOOKLINE_WEB_WORKERS",
-    default=1,
+    default=default_web_workers,
     type=click.IntRange(1, 64),
-    show_default=True,
+    show_default="the number of CPUs, at most 8",
 )
 @click.option(
     "--worker/--no-worker",

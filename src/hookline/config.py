@@ -13,7 +13,7 @@ from pathlib import Path
 
 from hookline.errors import ConfigError
 
-__all__ = ["SETTINGS_HELP", "Settings", "normalise_database_url"]
+__all__ = ["SETTINGS_HELP", "Settings", "default_web_workers", "normalise_database_url"]
 
 #: Every variable hookline reads, with its default and meaning (the README's table comes from here).
 SETTINGS_HELP: dict[str, tuple[str, str]] = {
@@ -24,8 +24,11 @@ SETTINGS_HELP: dict[str, tuple[str, str]] = {
     ),
     "HOOKLINE_HOST": ("127.0.0.1", "address `hookline serve` listens on"),
     "HOOKLINE_PORT": ("8000", "port `hookline serve` listens on"),
-    "HOOKLINE_WEB_WORKERS": ("1", "web server processes"),
-    "HOOKLINE_WEB_THREADS": ("8", "request threads per web process"),
+    "HOOKLINE_WEB_WORKERS": ("the number of CPUs, at most 8", "web server processes"),
+    "HOOKLINE_WEB_THREADS": (
+        "64",
+        "request threads per web process (many let the seed webhook's commits batch up)",
+    ),
     "HOOKLINE_MAX_BODY_BYTES": ("1048576", "largest request body accepted (413 above it)"),
     "HOOKLINE_SQLITE_SYNCHRONOUS": ("FULL", "SQLite `synchronous` pragma: FULL or NORMAL"),
     "HOOKLINE_SQLITE_BUSY_TIMEOUT_MS": ("10000", "how long a SQLite writer waits for the lock"),
@@ -76,6 +79,12 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+def default_web_workers() -> int:
+    """One web process per CPU (at most 8): each has its own interpreter lock, and the group
+    committers of several processes take turns at the database."""
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
 def normalise_database_url(url: str) -> str:
     """The pydal URI for ``url``: ``postgresql://`` becomes pydal's ``postgres://``."""
     url = url.strip()
@@ -98,7 +107,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     web_workers: int = 1
-    web_threads: int = 8
+    web_threads: int = 64
     max_body_bytes: int = 1024 * 1024
     sqlite_synchronous: str = "FULL"
     sqlite_busy_timeout_ms: int = 10_000
@@ -154,8 +163,8 @@ class Settings:
             database_url=database_url,
             host=env.get("HOOKLINE_HOST", "").strip() or "127.0.0.1",
             port=_int(env, "HOOKLINE_PORT", 8000, 1, 65535),
-            web_workers=_int(env, "HOOKLINE_WEB_WORKERS", 1, 1, 64),
-            web_threads=_int(env, "HOOKLINE_WEB_THREADS", 8, 1, 256),
+            web_workers=_int(env, "HOOKLINE_WEB_WORKERS", default_web_workers(), 1, 64),
+            web_threads=_int(env, "HOOKLINE_WEB_THREADS", 64, 1, 256),
             max_body_bytes=_int(env, "HOOKLINE_MAX_BODY_BYTES", 1024 * 1024, 1, 1 << 30),
             sqlite_synchronous=synchronous,
             sqlite_busy_timeout_ms=_int(env, "HOOKLINE_SQLITE_BUSY_TIMEOUT_MS", 10_000, 0, 600_000),

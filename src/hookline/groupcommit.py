@@ -15,12 +15,14 @@ caller in the batch gets ``ServiceUnavailable`` (503) and nothing of the batch w
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import queue
 import sqlite3
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from hookline.config import Settings
@@ -38,21 +40,41 @@ WAIT_SECONDS = 30.0
 
 
 class _Job:
-    __slots__ = ("done", "error", "result", "unit")
+    __slots__ = ("_done", "error", "result", "unit")
 
     def __init__(self, unit: Callable[[SqlConn], Any]) -> None:
         self.unit = unit
-        self.done = threading.Event()
         self.result: Any = None
         self.error: BaseException | None = None
+        # A lock taken now and released by the committer: the cheapest one-shot signal
+        # (an Event builds a Condition and a second lock per request).
+        self._done = threading.Lock()
+        self._done.acquire()
+
+    def finish(self) -> None:
+        """Wake the caller."""
+        self._done.release()
+
+    def wait(self, timeout: float) -> bool:
+        """Wait for ``finish``; False after ``timeout`` seconds."""
+        return self._done.acquire(timeout=timeout)
 
 
 class GroupCommitter:
     """One committer thread per process running units in shared transactions."""
 
-    def __init__(self, connect: Callable[[], SqlConn], *, max_batch: int = 256) -> None:
-        """``connect`` opens the committer's own connection (see ``connect_for``)."""
+    def __init__(
+        self,
+        connect: Callable[[], SqlConn],
+        *,
+        max_batch: int = 256,
+        lock_path: Path | None = None,
+    ) -> None:
+        """``connect`` opens the committer's own connection (see ``connect_for``); with
+        ``lock_path``, committers of several processes take turns through that file's lock."""
         self._connect = connect
+        self._lock_path = lock_path
+        self._lock_file: Any = None
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -86,7 +108,7 @@ class GroupCommitter:
         self._ensure_started()
         job = _Job(unit)
         self._queue.put(job)
-        if not job.done.wait(WAIT_SECONDS):
+        if not job.wait(WAIT_SECONDS):
             raise ServiceUnavailable("the database did not commit in time; retry")
         if job.error is not None:
             raise job.error
@@ -136,11 +158,15 @@ class GroupCommitter:
     def _commit_batch(self, batch: list[_Job]) -> None:
         try:
             sql = self._open()
-            sql.execute("BEGIN" if sql.postgres else "BEGIN IMMEDIATE")
-            sql.forget()
-            for job in batch:
-                self._run_unit(sql, job)
-            sql.execute("COMMIT")
+            self._take_turn()
+            try:
+                sql.execute("BEGIN" if sql.postgres else "BEGIN IMMEDIATE")
+                sql.forget()
+                for job in batch:
+                    self._run_unit(sql, job)
+                sql.execute("COMMIT")
+            finally:
+                self._end_turn()
         except Exception as error:  # unreachable, locked past the timeout, disk full...
             log.warning("group commit failed: %s", error)
             self._reset()
@@ -149,7 +175,20 @@ class GroupCommitter:
         self.batches += 1
         self.units += len(batch)
         for job in batch:
-            job.done.set()
+            job.finish()
+
+    def _take_turn(self) -> None:
+        # SQLite's own wait for its write lock sleeps and polls (naps of up to 100 ms); a
+        # blocking file lock hands over the moment the other process commits.
+        if self._lock_path is None:
+            return
+        if self._lock_file is None:
+            self._lock_file = open(self._lock_path, "a+b")  # noqa: SIM115 - held for the thread's life
+        fcntl.flock(self._lock_file, fcntl.LOCK_EX)
+
+    def _end_turn(self) -> None:
+        if self._lock_file is not None:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
 
     @staticmethod
     def _run_unit(sql: SqlConn, job: _Job) -> None:
@@ -175,7 +214,7 @@ class GroupCommitter:
         for job in batch:
             job.result = None
             job.error = ServiceUnavailable(reason)
-            job.done.set()
+            job.finish()
 
 
 def connect_for(settings: Settings) -> Callable[[], SqlConn]:

@@ -36,6 +36,9 @@ def _encode_ulid(ms: int, random: int) -> str:
 def _next_ulid(now_ms: int | None = None) -> str:
     global _last_ms, _last_random
     ms = int(time.time() * 1000) if now_ms is None else now_ms
+    # Drawn before taking the lock: os.urandom releases the GIL, and a thread holding the lock
+    # while it waits would make every other request thread queue on the lock.
+    fresh = int.from_bytes(os.urandom(10), "big")
     with _lock:
         if ms <= _last_ms:
             # Same (or a backwards-stepped) millisecond: keep the order by counting up.
@@ -44,9 +47,10 @@ def _next_ulid(now_ms: int | None = None) -> str:
             if _last_random >> _RANDOM_BITS:  # the counter ran out: borrow the next millisecond
                 ms, _last_random = ms + 1, 0
         else:
-            _last_random = int.from_bytes(os.urandom(10), "big")
+            _last_random = fresh
         _last_ms = ms
-        return _encode_ulid(ms, _last_random)
+        random = _last_random
+    return _encode_ulid(ms, random)
 
 
 def new_id(prefix: str) -> str:

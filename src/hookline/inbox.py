@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from pydal import DAL
@@ -22,10 +23,13 @@ from hookline.webio import Request, Response, redacted_headers
 __all__ = [
     "IDEMPOTENCY_HEADERS",
     "INBOX_STATUSES",
+    "PreparedItem",
     "find_answer",
+    "insert_item",
     "item_to_dict",
     "list_items",
     "message_id_of",
+    "prepare_item",
     "record",
 ]
 
@@ -72,8 +76,18 @@ _INSERT = (
 )
 
 
-def record(
-    db: DAL | SqlConn,
+@dataclass(frozen=True)
+class PreparedItem:
+    """An inbox row ready to insert (``prepare_item``): its values, with ``received_at`` as a
+    datetime that the insert converts for the database."""
+
+    inbox_id: str
+    values: tuple[Any, ...]
+    received_at: dt.datetime
+    processed: bool
+
+
+def prepare_item(
     *,
     source: str,
     message_id: str | None,
@@ -83,32 +97,41 @@ def record(
     event_type: str | None = None,
     inbox_id: str | None = None,
     now: dt.datetime | None = None,
-) -> str:
-    """Store ``request`` and its ``response`` in the caller's transaction; return the row's id."""
+) -> PreparedItem:
+    """The inbox row for ``request`` and its ``response``, without touching the database."""
     now = now or utcnow()
     inbox_id = inbox_id or new_id("msg")
-    sql = as_sql(db)
-    stamp = sql.when(now)
-    sql.execute(
-        _INSERT,
-        (
-            inbox_id,
-            source,
-            message_id,
-            request.method,
-            request.header("content-type")[:255] or None,
-            json.dumps(redacted_headers(request.headers)),
-            sql.blob(request.body),
-            status,
-            response.status,
-            response.body.decode("utf-8"),
-            stamp,
-            stamp if status == "processed" else None,
-            event_type,
-            to_epoch(now) if status == "received" else None,
-        ),
+    values = (
+        inbox_id,
+        source,
+        message_id,
+        request.method,
+        request.header("content-type")[:255] or None,
+        json.dumps(redacted_headers(request.headers)),
+        SqlConn.blob(request.body),
+        status,
+        response.status,
+        response.body.decode("utf-8"),
     )
-    return inbox_id
+    tail = (event_type, to_epoch(now) if status == "received" else None)
+    return PreparedItem(inbox_id, values + tail, now, status == "processed")
+
+
+def insert_item(db: DAL | SqlConn, item: PreparedItem) -> str:
+    """Insert a prepared inbox row in the caller's transaction; return its id."""
+    sql = as_sql(db)
+    stamp = sql.when(item.received_at)
+    values = item.values
+    sql.execute(_INSERT, (*values[:10], stamp, stamp if item.processed else None, *values[10:]))
+    return item.inbox_id
+
+
+def record(db: DAL | SqlConn, **fields: Any) -> str:
+    """Store a request and its answer in the caller's transaction; return the row's id.
+
+    Takes ``prepare_item``'s keyword arguments.
+    """
+    return insert_item(db, prepare_item(**fields))
 
 
 def item_to_dict(row: Any, *, full: bool = False) -> dict[str, Any]:

@@ -8,6 +8,7 @@ changes to one order cannot both win.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 from pydal import DAL
@@ -17,16 +18,19 @@ from hookline import order_rules
 from hookline.errors import Conflict, NotFound, StaleWrite, ValidationFailed
 from hookline.ids import new_id
 from hookline.order_rules import OrderChanges
-from hookline.outbox import publish
+from hookline.outbox import PreparedEvent, insert_event, prepare_event, publish
 from hookline.sqlconn import SqlConn, as_sql
 from hookline.timeutil import isoformat, utcnow
 
 __all__ = [
+    "PreparedOrder",
     "apply_patch",
     "create_order",
     "get_order",
+    "insert_prepared",
     "list_orders",
     "order_to_dict",
+    "prepare_insert",
     "upsert_from_webhook",
 ]
 
@@ -102,31 +106,53 @@ def get_order(db: DAL, order_id: str) -> dict[str, Any]:
     return order_to_dict(row)
 
 
-def _insert(
-    db: DAL | SqlConn, changes: OrderChanges, source: str, now: dt.datetime
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PreparedOrder:
+    """A new order ready to insert with its ``order.created`` event (see ``prepare_insert``)."""
+
+    order_id: str
+    values: tuple[Any, ...]  # in _COLUMNS[1:] order; datetimes converted at insert
+    order: dict[str, Any]
+    event: PreparedEvent
+
+
+def prepare_insert(changes: OrderChanges, source: str, now: dt.datetime) -> PreparedOrder:
+    """Everything a new order needs that does not depend on the database: its row, its public
+    form and its event. Raises ``ValidationFailed`` without a product."""
     if changes.product_name is None:
         raise ValidationFailed(
             "a new order needs a product", errors={"product_name": "is required for a new order"}
         )
     order_id = changes.order_id or new_id("ord")
-    fields = {"quantity": 1, **changes.given()}
-    sql = as_sql(db)
+    stored_now = now.replace(microsecond=0)  # as the row will hold it
     values = {
         **dict.fromkeys(_COLUMNS[1:]),
-        **fields,
+        "quantity": 1,
+        **changes.given(),
         "order_id": order_id,
         "status": "pending",
         "source": source,
         "version": 1,
-        "created_at": sql.when(now),
-        "updated_at": sql.when(now),
+        "created_at": stored_now,
+        "updated_at": stored_now,
     }
-    row_id = sql.insert(_INSERT, [values[name] for name in _COLUMNS[1:]])
-    stored_now = now.replace(microsecond=0)  # as the row holds it
-    order = order_to_dict(Row(values, id=row_id, created_at=stored_now, updated_at=stored_now))
-    publish(sql, "order.created", {"order": order}, now=now)
-    return order
+    order = order_to_dict(Row(values))
+    event = prepare_event("order.created", {"order": order}, now=now)
+    return PreparedOrder(order_id, tuple(values[name] for name in _COLUMNS[1:]), order, event)
+
+
+def insert_prepared(db: DAL | SqlConn, prepared: PreparedOrder) -> dict[str, Any]:
+    """Insert a prepared order and its event in the caller's transaction; return the order."""
+    sql = as_sql(db)
+    sql.insert(_INSERT, [sql.when(v) if isinstance(v, dt.datetime) else v for v in prepared.values])
+    insert_event(sql, prepared.event)
+    return prepared.order
+
+
+def _insert(
+    db: DAL | SqlConn, changes: OrderChanges, source: str, now: dt.datetime
+) -> dict[str, Any]:
+    return insert_prepared(db, prepare_insert(changes, source, now))
 
 
 def create_order(
@@ -171,18 +197,25 @@ def _update_fields(
 
 
 def upsert_from_webhook(
-    db: DAL | SqlConn, changes: OrderChanges, *, now: dt.datetime | None = None
+    db: DAL | SqlConn,
+    changes: OrderChanges,
+    *,
+    now: dt.datetime | None = None,
+    prepared: PreparedOrder | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Create the order ``changes.order_id`` or update its given fields.
 
     Returns the order and what happened: ``"created"``, ``"updated"`` or ``"unchanged"`` (no
-    event is published when nothing changed).
+    event is published when nothing changed). ``prepared`` (``prepare_insert`` of the same
+    changes and ``now``) is inserted as is when the order is new.
     """
     now = now or utcnow()
     if changes.order_id is None:
         raise ValidationFailed("order_id is required", errors={"order_id": "is required"})
     row = _find(db, changes.order_id)
     if row is None:
+        if prepared is not None:
+            return insert_prepared(db, prepared), "created"
         return _insert(db, changes, "webhook", now), "created"
     if row.status in ("shipped", "cancelled") and changes.given():
         fields_differ = any(row[k] != v for k, v in changes.given().items())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from pydal import DAL
@@ -21,7 +22,15 @@ from hookline.ids import new_id
 from hookline.sqlconn import SqlConn, as_sql
 from hookline.timeutil import isoformat, utcnow
 
-__all__ = ["EVENT_TYPES", "MAX_PAYLOAD_BYTES", "build_payload", "publish"]
+__all__ = [
+    "EVENT_TYPES",
+    "MAX_PAYLOAD_BYTES",
+    "PreparedEvent",
+    "build_payload",
+    "insert_event",
+    "prepare_event",
+    "publish",
+]
 
 #: Every event type hookline publishes; anything else is refused.
 EVENT_TYPES = frozenset(
@@ -115,6 +124,44 @@ def build_payload(
     return payload
 
 
+@dataclass(frozen=True)
+class PreparedEvent:
+    """An event ready to insert: everything that does not need the database, computed ahead
+    (the group committer runs only the inserts while it holds the write lock)."""
+
+    event_id: str
+    type: str
+    payload: str
+    created_at: dt.datetime
+
+
+def prepare_event(
+    event_type: str,
+    data: dict[str, Any],
+    *,
+    now: dt.datetime | None = None,
+    max_bytes: int = MAX_PAYLOAD_BYTES,
+) -> PreparedEvent:
+    """Validate and serialise an event; raise ``InvalidEvent`` (see ``publish``)."""
+    created_at = now or utcnow()
+    payload = build_payload(event_type, data, created_at, max_bytes=max_bytes)
+    return PreparedEvent(new_id("evt"), event_type, payload, created_at)
+
+
+def insert_event(
+    db: DAL | SqlConn, event: PreparedEvent, *, endpoint_ids: list[int] | None = None
+) -> str:
+    """Insert a prepared event and fan it out, in the caller's transaction; return its id."""
+    sql = as_sql(db)
+    row_id = sql.insert(
+        "INSERT INTO hookline_event (event_id, type, payload, created_at) VALUES (?, ?, ?, ?)",
+        (event.event_id, event.type, event.payload, sql.when(event.created_at)),
+    )
+    targets = subscribers(sql, event.type) if endpoint_ids is None else endpoint_ids
+    fan_out(sql, row_id, targets, event.created_at)
+    return event.event_id
+
+
 def publish(
     db: DAL | SqlConn,
     event_type: str,
@@ -131,14 +178,5 @@ def publish(
     does). Nothing is committed here. Raises ``InvalidEvent`` (and writes nothing) for an
     unknown type, data that is not a JSON object, or a payload over ``max_bytes``.
     """
-    created_at = now or utcnow()
-    payload = build_payload(event_type, data, created_at, max_bytes=max_bytes)
-    event_id = new_id("evt")
-    sql = as_sql(db)
-    row_id = sql.insert(
-        "INSERT INTO hookline_event (event_id, type, payload, created_at) VALUES (?, ?, ?, ?)",
-        (event_id, event_type, payload, sql.when(created_at)),
-    )
-    targets = subscribers(sql, event_type) if endpoint_ids is None else endpoint_ids
-    fan_out(sql, row_id, targets, created_at)
-    return event_id
+    event = prepare_event(event_type, data, now=now, max_bytes=max_bytes)
+    return insert_event(db, event, endpoint_ids=endpoint_ids)

@@ -8,6 +8,7 @@ half-written; a duplicate message id is answered from the inbox and not processe
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 from pydal import DAL
 
@@ -51,11 +52,34 @@ def _parse(request: Request) -> OrderChanges | ClientError:
         return error
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """What a request will write, computed before the transaction: the committer's turn at the
+    write lock then holds only the SQL (other processes' committers wait for it)."""
+
+    response: Response
+    item: inbox.PreparedItem
+    new_order: orders.PreparedOrder | None
+
+
+def _prepare(
+    request: Request, message_id: str | None, parsed: OrderChanges | ClientError, now: dt.datetime
+) -> _Prepared:
+    response = json_response(200, SUCCESS)
+    item = inbox.prepare_item(
+        source=ORDERS_SOURCE, message_id=message_id, request=request, response=response, now=now
+    )
+    new_order = None
+    if isinstance(parsed, OrderChanges) and parsed.order_id and parsed.product_name:
+        new_order = orders.prepare_insert(parsed, "webhook", now)
+    return _Prepared(response, item, new_order)
+
+
 def _process(
     sql: SqlConn,
-    request: Request,
     message_id: str | None,
     parsed: OrderChanges | ClientError,
+    prepared: _Prepared,
     now: dt.datetime,
 ) -> Response:
     if message_id is not None:
@@ -64,17 +88,9 @@ def _process(
             return seen
     if isinstance(parsed, ClientError):
         raise parsed
-    orders.upsert_from_webhook(sql, parsed, now=now)
-    response = json_response(200, SUCCESS)
-    inbox.record(
-        sql,
-        source=ORDERS_SOURCE,
-        message_id=message_id,
-        request=request,
-        response=response,
-        now=now,
-    )
-    return response
+    orders.upsert_from_webhook(sql, parsed, now=now, prepared=prepared.new_order)
+    inbox.insert_item(sql, prepared.item)
+    return prepared.response
 
 
 def receive_order_webhook(
@@ -108,7 +124,8 @@ def receive_order_webhook(
         parsed = _parse(request)
         for attempt in range(_RACE_RETRIES):
             try:
-                response = _process(SqlConn.of(db), request, message_id, parsed, now)
+                prepared = _prepare(request, message_id, parsed, now)
+                response = _process(SqlConn.of(db), message_id, parsed, prepared, now)
                 db.commit()
                 return response
             except races:
@@ -166,12 +183,14 @@ def receive_order_webhook_grouped(
         message_id = inbox.message_id_of(request)
         parsed = _parse(request)
 
-        def unit(sql: SqlConn) -> Response | None:
-            if not _admit_unsigned(sql, request, max_body_bytes):
-                return None
-            return _process(sql, request, message_id, parsed, now)
-
         for attempt in range(_RACE_RETRIES):
+            prepared = _prepare(request, message_id, parsed, now)  # fresh ids for each try
+
+            def unit(sql: SqlConn, prepared: _Prepared = prepared) -> Response | None:
+                if not _admit_unsigned(sql, request, max_body_bytes):
+                    return None
+                return _process(sql, message_id, parsed, prepared, now)
+
             try:
                 return committer.run(unit)
             except (*committer.integrity_errors, StaleWrite):

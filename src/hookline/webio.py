@@ -74,16 +74,22 @@ class Request:
     ) -> Request:
         """Make a ``Request`` from raw parts, lower-casing header names and parsing the query."""
         pairs = headers.items() if isinstance(headers, Mapping) else headers
-        query: dict[str, list[str]] = {}
-        for key, value in urllib.parse.parse_qsl(query_string, keep_blank_values=True):
-            query.setdefault(key, []).append(value)
         return cls(
             method=method.upper(),
             path=path,
             headers={name.lower(): value for name, value in pairs},
             body=body,
-            query=query,
+            query=cls.parse_query(query_string),
         )
+
+    @staticmethod
+    def parse_query(query_string: str) -> dict[str, list[str]]:
+        """A query string as ``{name: [values...]}`` (blank values kept)."""
+        query: dict[str, list[str]] = {}
+        if query_string:
+            for key, value in urllib.parse.parse_qsl(query_string, keep_blank_values=True):
+                query.setdefault(key, []).append(value)
+        return query
 
     def header(self, name: str, default: str = "") -> str:
         """The value of header ``name`` (any case), or ``default``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert settings.migrations_dir == expected_dir / "databases"
     assert settings.service_dir == expected_dir / "py4web"
     assert (settings.host, settings.port) == ("127.0.0.1", 8000)
-    assert (settings.web_workers, settings.web_threads) == (1, 8)
+    assert (settings.web_workers, settings.web_threads) == (min(os.cpu_count() or 1, 8), 64)
     assert settings.max_body_bytes == 1024 * 1024
     assert settings.sqlite_synchronous == "FULL"
     assert settings.sqlite_busy_timeout_ms == 10_000

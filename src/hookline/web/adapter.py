@@ -27,14 +27,34 @@ def _read_body(limit: int) -> bytes:
     return data
 
 
+_CGI_HEADERS = {"CONTENT_TYPE": "content-type", "CONTENT_LENGTH": "content-length"}
+
+
+def _headers(environ: dict[str, Any]) -> dict[str, str]:
+    # One pass over the WSGI environ: ombott's header view re-scans the environ for every
+    # key and length, several times per request on the receiving hot path.
+    headers = {}
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            name = key[5:].replace("_", "-").lower()
+        elif key in _CGI_HEADERS:
+            name = _CGI_HEADERS[key]
+        else:
+            continue
+        # WSGI hands header bytes over as latin-1 strings (ombott's view does the same).
+        headers[name] = value.decode("latin1") if isinstance(value, bytes) else value
+    return headers
+
+
 def engine_request(max_body_bytes: int) -> Request:
     """The current py4web request as an engine ``Request``; raise ``PayloadTooLarge``."""
-    return Request.build(
-        method=request.method,
+    environ = request.environ
+    return Request(
+        method=environ.get("REQUEST_METHOD", "GET").upper(),
         path=request.path,
-        headers=list(request.headers.items()),
+        headers=_headers(environ),
         body=_read_body(max_body_bytes),
-        query_string=request.query_string,
+        query=Request.parse_query(environ.get("QUERY_STRING", "")),
     )
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "new_worker_id",
     "next_due",
     "plan_claims",
+    "record_and_claim",
     "record_results",
     "recover_expired",
 ]
@@ -205,44 +206,50 @@ def claim(db: DAL, worker: str, *, now: float, capacity: int, lease_s: float) ->
     if not db.executesql(dialect_sql(db, _ANY_DUE), placeholders=[now]):
         db.commit()
         return []
-    full = [int(r[0]) for r in db.executesql(_FULL_ENDPOINTS)]
     _begin_write(db)
     try:
-        suffix = " FOR UPDATE OF d SKIP LOCKED" if is_postgres(db) else ""
-        skip_full = f"AND d.endpoint NOT IN ({_in(full)})" if full else ""
-        statement = _CANDIDATES.format(skip_full=skip_full) + suffix
-        candidates = [
-            (int(r[0]), int(r[1]))
-            for r in db.executesql(
-                dialect_sql(db, statement),
-                placeholders=[now, now + RATE_HORIZON_S, *full, capacity * 4],
-            )
-        ]
-        if not candidates:
-            db.commit()
-            return []
-        budgets = _budgets(db, sorted({ep for _, ep in candidates}))
-        chosen, next_send = plan_claims(candidates, budgets, now, capacity)
-        if not chosen:
-            db.commit()
-            return []
-        cursor = db._adapter.cursor
-        leases = [(delivery, worker, not_before + lease_s) for delivery, not_before in chosen]
-        if is_postgres(db):
-            execute_values(cursor, _LEASE_PG, leases, template="(%s::int, %s::text, %s::float8)")
-        else:
-            cursor.executemany(_LEASE_SQLITE, leases)
-        if next_send:
-            cursor.executemany(
-                dialect_sql(db, "UPDATE hookline_endpoint SET next_send_at = %s WHERE id = %s"),
-                [(slot, ep) for ep, slot in next_send.items()],
-            )
-        ids = [delivery for delivery, _ in chosen]
-        rows = db.executesql(dialect_sql(db, _CLAIMED.format(ids=_in(ids))), placeholders=ids)
+        claimed = _claim_locked(db, worker, now=now, capacity=capacity, lease_s=lease_s)
         db.commit()
     except BaseException:
         db.rollback()
         raise
+    return claimed
+
+
+def _claim_locked(
+    db: DAL, worker: str, *, now: float, capacity: int, lease_s: float
+) -> list[Claimed]:
+    """The claim inside the caller's write transaction (which holds SQLite's write lock)."""
+    full = [int(r[0]) for r in db.executesql(_FULL_ENDPOINTS)]
+    suffix = " FOR UPDATE OF d SKIP LOCKED" if is_postgres(db) else ""
+    skip_full = f"AND d.endpoint NOT IN ({_in(full)})" if full else ""
+    statement = _CANDIDATES.format(skip_full=skip_full) + suffix
+    candidates = [
+        (int(r[0]), int(r[1]))
+        for r in db.executesql(
+            dialect_sql(db, statement),
+            placeholders=[now, now + RATE_HORIZON_S, *full, capacity * 4],
+        )
+    ]
+    if not candidates:
+        return []
+    budgets = _budgets(db, sorted({ep for _, ep in candidates}))
+    chosen, next_send = plan_claims(candidates, budgets, now, capacity)
+    if not chosen:
+        return []
+    cursor = db._adapter.cursor
+    leases = [(delivery, worker, not_before + lease_s) for delivery, not_before in chosen]
+    if is_postgres(db):
+        execute_values(cursor, _LEASE_PG, leases, template="(%s::int, %s::text, %s::float8)")
+    else:
+        cursor.executemany(_LEASE_SQLITE, leases)
+    if next_send:
+        cursor.executemany(
+            dialect_sql(db, "UPDATE hookline_endpoint SET next_send_at = %s WHERE id = %s"),
+            [(slot, ep) for ep, slot in next_send.items()],
+        )
+    ids = [delivery for delivery, _ in chosen]
+    rows = db.executesql(dialect_sql(db, _CLAIMED.format(ids=_in(ids))), placeholders=ids)
     not_before = dict(chosen)
     position = {delivery: i for i, (delivery, _) in enumerate(chosen)}
     rows = sorted(rows, key=lambda row: position[int(row[0])])  # `IN (...)` keeps no order
@@ -369,8 +376,36 @@ def record_results(
     Endpoint bookkeeping happens in the same transaction: a success clears the failure clock, a
     failure starts it, ``410 Gone`` or a clock older than ``disable_after`` disables the endpoint.
     """
+    decisions, _ = record_and_claim(
+        db,
+        results,
+        "",
+        now=now,
+        capacity=0,
+        lease_s=0.0,
+        policy=policy,
+        rng=rng,
+        disable_after=disable_after,
+    )
+    return decisions
+
+
+def record_and_claim(
+    db: DAL,
+    results: Sequence[SendResult],
+    worker: str,
+    *,
+    now: float,
+    capacity: int,
+    lease_s: float,
+    policy: RetryPolicy,
+    rng: random.Random,
+    disable_after: dt.timedelta,
+) -> tuple[list[RetryDecision], list[Claimed]]:
+    """``record_results`` then ``claim`` in one write transaction (one commit, one fsync on
+    SQLite): the claim sees the in-flight slots the recorded attempts freed."""
     if not results:
-        return []
+        return [], claim(db, worker, now=now, capacity=capacity, lease_s=lease_s)
     now_dt = from_epoch(now)
     decisions = [
         decide(
@@ -436,6 +471,11 @@ def record_results(
         to_disable = _endpoint_health(
             db, [r for r, _ in applied], [d for _, d in applied], now_dt, disable_after
         )
+        claimed = (
+            _claim_locked(db, worker, now=now, capacity=capacity, lease_s=lease_s)
+            if capacity > 0
+            else []
+        )
         db.commit()
     except BaseException:
         db.rollback()
@@ -449,7 +489,7 @@ def record_results(
         except BaseException:
             db.rollback()
             raise
-    return decisions
+    return decisions, claimed
 
 
 def _endpoint_health(

@@ -164,8 +164,7 @@ class Worker:
                         await self._heartbeat(now)
                     # Record first: until finished attempts are recorded their endpoints still
                     # count them as in flight, and a claim would find no room.
-                    flushed = await self._flush()
-                    claimed = await self._claim() if not self._stopping else 0
+                    flushed, claimed = await self._flush_and_claim()
                     if not self._stopping:
                         claimed += await self._handle_inbox()
                 except self._transient_errors as error:
@@ -216,25 +215,43 @@ class Worker:
             return not self._inflight and not self._results
         return self.burst and activity == 0 and not self._inflight and not self._results
 
-    async def _claim(self) -> int:
-        room = self._room()
-        if room <= 0:
-            return 0
-        claimed = await self._on_db(
-            queue.claim,
+    async def _flush_and_claim(self) -> tuple[int, int]:
+        """Record finished attempts and claim the next deliveries, the last batch of results
+        and the claim sharing one transaction; returns (recorded, claimed)."""
+        recorded = 0
+        while len(self._results) > MAX_BATCH:
+            recorded += await self._record(self._results[:MAX_BATCH], claim=False)
+        room = 0 if self._stopping else self._room()
+        if not self._results and room <= 0:
+            return recorded, 0
+        claimed_before = self.stats.claimed
+        recorded += await self._record(list(self._results), claim=room > 0)
+        return recorded, self.stats.claimed - claimed_before
+
+    async def _record(self, batch: list[SendResult], *, claim: bool) -> int:
+        room = self._room() if claim else 0
+        decisions, claimed = await self._on_db(
+            queue.record_and_claim,
             self._db,
+            batch,
             self.worker_id,
             now=self.clock(),
             capacity=min(room, MAX_BATCH),
             lease_s=float(self.settings.lease_seconds),
+            policy=self.policy,
+            rng=self.rng,
+            disable_after=self._disable_after,
         )
+        del self._results[: len(batch)]  # only once they are committed
+        self.stats.recorded += len(batch)
+        self.stats.succeeded += sum(d.action == "succeeded" for d in decisions)
         self.stats.claimed += len(claimed)
         for item in claimed:
             self._inflight_rows.add(item.delivery_row)
             task = asyncio.create_task(self._deliver(item))
             self._inflight.add(task)
             task.add_done_callback(self._finished)
-        return len(claimed)
+        return len(batch)
 
     async def _handle_inbox(self) -> int:
         """Run the handlers of due received webhooks (on the database thread)."""
@@ -279,20 +296,7 @@ class Worker:
     async def _flush(self) -> int:
         recorded = 0
         while self._results:
-            batch = self._results[:MAX_BATCH]
-            decisions = await self._on_db(
-                queue.record_results,
-                self._db,
-                batch,
-                now=self.clock(),
-                policy=self.policy,
-                rng=self.rng,
-                disable_after=self._disable_after,
-            )
-            del self._results[: len(batch)]  # only once they are committed
-            self.stats.recorded += len(batch)
-            self.stats.succeeded += sum(d.action == "succeeded" for d in decisions)
-            recorded += len(batch)
+            recorded += await self._record(self._results[:MAX_BATCH], claim=False)
         return recorded
 
     async def _sleep(self) -> None:

@@ -649,3 +649,69 @@ def test_a_stuck_endpoints_backlog_does_not_starve_the_others(db, box, t0):
     second = claim(db, at, capacity=2)
     assert {item.endpoint_row for item in second} == {fast}
     assert len(second) == 2
+
+
+# --- record and claim in one transaction -----------------------------------------------------
+
+
+def test_record_and_claim_frees_the_slot_and_claims_into_it_in_one_commit(
+    db, other_db, box, t0, monkeypatch
+):
+    _, endpoint = make_endpoint(db, box, max_in_flight=1)
+    publish(db, 2, now=t0)
+    db.commit()
+    at = to_epoch(t0)
+    [first] = claim(db, at)
+    assert claim(db, at) == []  # the endpoint's one slot is taken
+
+    writes = []
+    begin_write = queue._begin_write
+    monkeypatch.setattr(queue, "_begin_write", lambda db_: writes.append(1) or begin_write(db_))
+    decisions, claimed = queue.record_and_claim(
+        db,
+        [result(first, 200, started=at)],
+        "w1",
+        now=at + 1,
+        capacity=10,
+        lease_s=60.0,
+        policy=POLICY,
+        rng=random.Random(7),
+        disable_after=DISABLE_AFTER,
+    )
+    monkeypatch.undo()
+
+    assert [d.action for d in decisions] == ["succeeded"]
+    assert [c.endpoint_row for c in claimed] == [endpoint]
+    assert claimed[0].delivery_row != first.delivery_row
+    assert len(writes) == 1  # the outcome and the new lease: one write transaction (one fsync)
+    statuses = {row.id: row.status for row in deliveries(other_db)}
+    assert statuses == {first.delivery_row: "succeeded", claimed[0].delivery_row: "sending"}
+    assert [a.outcome for a in attempts(other_db, first.delivery_row)] == ["succeeded"]
+
+
+def test_record_and_claim_rolls_back_both_when_the_claim_fails(db, other_db, box, t0, monkeypatch):
+    make_endpoint(db, box)
+    publish(db, 2, now=t0)
+    db.commit()
+    at = to_epoch(t0)
+    [first] = claim(db, at, capacity=1)
+
+    def broken_claim(*args, **kwargs):
+        raise RuntimeError("claim failed")
+
+    monkeypatch.setattr(queue, "_claim_locked", broken_claim)
+    with pytest.raises(RuntimeError):
+        queue.record_and_claim(
+            db,
+            [result(first, 200, started=at)],
+            "w1",
+            now=at + 1,
+            capacity=10,
+            lease_s=60.0,
+            policy=POLICY,
+            rng=random.Random(7),
+            disable_after=DISABLE_AFTER,
+        )
+
+    assert delivery(other_db, first.delivery_row).status == "sending"  # not recorded either
+    assert attempts(other_db, first.delivery_row) == []

@@ -5,7 +5,7 @@
 
 Same construction as ``hookline.web.server``: ``py4web.core.wsgi(apps_folder=..., yes=True,
 logging_level=30)`` with py4web's service folder moved out of the apps folder, served by
-``Granian(..., interface=WSGI, workers, blocking_threads, log_access=False)``. Workers and
+``hookline.web.server.serve_wsgi`` (the function ``hookline serve`` uses). Workers and
 threads default to hookline's own defaults (``hookline.config.Settings``), so the ceiling and
 the naive receiver run on the server config hookline runs on.
 
@@ -86,19 +86,12 @@ def main() -> int:
     if str(BENCH_DIR) not in sys.path:
         sys.path.insert(0, str(BENCH_DIR))
 
-    from granian import Granian
-    from granian.constants import Interfaces
+    from hookline.web.server import serve_wsgi
 
     try:
-        Granian(
-            TARGET,
-            address=args.host,
-            port=args.port,
-            interface=Interfaces.WSGI,
-            workers=args.workers,
-            blocking_threads=args.threads,
-            log_access=False,
-        ).serve()
+        serve_wsgi(
+            TARGET, host=args.host, port=args.port, workers=args.workers, threads=args.threads
+        )
     finally:
         if made:
             shutil.rmtree(made, ignore_errors=True)

@@ -654,6 +654,20 @@ def test_a_stuck_endpoints_backlog_does_not_starve_the_others(db, box, t0):
 # --- record and claim in one transaction -----------------------------------------------------
 
 
+def record_and_claim(db, results, at: float):
+    return queue.record_and_claim(
+        db,
+        results,
+        "w1",
+        now=at,
+        capacity=10,
+        lease_s=60.0,
+        policy=POLICY,
+        rng=random.Random(7),
+        disable_after=DISABLE_AFTER,
+    )
+
+
 def test_record_and_claim_frees_the_slot_and_claims_into_it_in_one_commit(
     db, other_db, box, t0, monkeypatch
 ):
@@ -667,17 +681,7 @@ def test_record_and_claim_frees_the_slot_and_claims_into_it_in_one_commit(
     writes = []
     begin_write = queue._begin_write
     monkeypatch.setattr(queue, "_begin_write", lambda db_: writes.append(1) or begin_write(db_))
-    decisions, claimed = queue.record_and_claim(
-        db,
-        [result(first, 200, started=at)],
-        "w1",
-        now=at + 1,
-        capacity=10,
-        lease_s=60.0,
-        policy=POLICY,
-        rng=random.Random(7),
-        disable_after=DISABLE_AFTER,
-    )
+    decisions, claimed = record_and_claim(db, [result(first, 200, started=at)], at + 1)
     monkeypatch.undo()
 
     assert [d.action for d in decisions] == ["succeeded"]
@@ -701,17 +705,7 @@ def test_record_and_claim_rolls_back_both_when_the_claim_fails(db, other_db, box
 
     monkeypatch.setattr(queue, "_claim_locked", broken_claim)
     with pytest.raises(RuntimeError):
-        queue.record_and_claim(
-            db,
-            [result(first, 200, started=at)],
-            "w1",
-            now=at + 1,
-            capacity=10,
-            lease_s=60.0,
-            policy=POLICY,
-            rng=random.Random(7),
-            disable_after=DISABLE_AFTER,
-        )
+        record_and_claim(db, [result(first, 200, started=at)], at + 1)
 
     assert delivery(other_db, first.delivery_row).status == "sending"  # not recorded either
     assert attempts(other_db, first.delivery_row) == []

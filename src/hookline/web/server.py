@@ -6,7 +6,7 @@ from pathlib import Path
 
 from hookline.config import Settings
 
-__all__ = ["APPS_FOLDER", "create_wsgi_app", "serve"]
+__all__ = ["APPS_FOLDER", "create_wsgi_app", "serve", "serve_wsgi"]
 
 APPS_FOLDER = Path(__file__).resolve().parent / "apps"
 
@@ -24,15 +24,27 @@ def create_wsgi_app(settings: Settings):
 
 def serve(settings: Settings) -> None:
     """Serve the app on ``settings.host:port`` with granian until interrupted."""
+    serve_wsgi(
+        "hookline.web.wsgi:app",
+        host=settings.host,
+        port=settings.port,
+        workers=settings.web_workers,
+        threads=settings.web_threads,
+    )
+
+
+def serve_wsgi(target: str, *, host: str, port: int, workers: int, threads: int) -> None:
+    """Serve the WSGI app ``module:attr`` as hookline does (granian, no access log); the
+    benchmarks serve their reference apps through here too, so both run the same server."""
     from granian import Granian
     from granian.constants import Interfaces
 
     Granian(
-        "hookline.web.wsgi:app",
-        address=settings.host,
-        port=settings.port,
+        target,
+        address=host,
+        port=port,
         interface=Interfaces.WSGI,
-        workers=settings.web_workers,
-        blocking_threads=settings.web_threads,
+        workers=workers,
+        blocking_threads=threads,
         log_access=False,
     ).serve()

@@ -18,7 +18,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -206,14 +207,38 @@ def claim(db: DAL, worker: str, *, now: float, capacity: int, lease_s: float) ->
     if not db.executesql(dialect_sql(db, _ANY_DUE), placeholders=[now]):
         db.commit()
         return []
-    _begin_write(db)
-    try:
-        claimed = _claim_locked(db, worker, now=now, capacity=capacity, lease_s=lease_s)
-        db.commit()
-    except BaseException:
-        db.rollback()
-        raise
+    with _without_fsync(db):
+        _begin_write(db)
+        try:
+            if is_postgres(db):
+                db.executesql("SET LOCAL synchronous_commit TO OFF")
+            claimed = _claim_locked(db, worker, now=now, capacity=capacity, lease_s=lease_s)
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
     return claimed
+
+
+@contextmanager
+def _without_fsync(db: DAL) -> Iterator[None]:
+    """Commit a lease without waiting for the disk (SQLite ``synchronous=NORMAL`` for this
+    transaction; on PostgreSQL ``synchronous_commit`` off, set inside it).
+
+    A lease needs no durability of its own: if a crash loses it, the deliveries are simply
+    pending again and are claimed again, which at-least-once delivery allows (the receiver sees
+    the same ``webhook-id``). What must survive, the attempt and its outcome, is recorded with
+    a full commit, and that commit's sync also covers the lease written before it.
+    """
+    if is_postgres(db):
+        yield
+        return
+    level = db.executesql("PRAGMA synchronous")[0][0]
+    db.executesql("PRAGMA synchronous=NORMAL")  # SQLite allows it only between transactions
+    try:
+        yield
+    finally:
+        db.executesql(f"PRAGMA synchronous={int(level)}")
 
 
 def _claim_locked(

@@ -95,6 +95,9 @@ class Transport(Protocol):
         ...
 
 
+MAX_CHECKED_URLS = 10_000
+
+
 class BlockedAddress(OSError):
     """Every address a host name resolved to is refused by the network policy."""
 
@@ -256,6 +259,16 @@ class AiohttpTransport:
         self._resolver: GuardedResolver | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        # URLs that passed ``check_url`` under this transport's (fixed) policy: most deliveries
+        # go to a few endpoints, and the check parses the URL every time.
+        self._checked_urls: set[str] = set()
+
+    def _check(self, url: str) -> None:
+        if url not in self._checked_urls:
+            check_url(url, self.policy)
+            if len(self._checked_urls) >= MAX_CHECKED_URLS:
+                self._checked_urls.clear()
+            self._checked_urls.add(url)
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._closed:
@@ -294,7 +307,7 @@ class AiohttpTransport:
         """
         started = time.perf_counter()
         try:
-            check_url(request.url, self.policy)
+            self._check(request.url)
         except BlockedTarget as blocked:
             return TransportResult(
                 None, error=f"blocked: {blocked.reason}", duration_ms=_elapsed_ms(started)

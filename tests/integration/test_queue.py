@@ -709,3 +709,24 @@ def test_record_and_claim_rolls_back_both_when_the_claim_fails(db, other_db, box
 
     assert delivery(other_db, first.delivery_row).status == "sending"  # not recorded either
     assert attempts(other_db, first.delivery_row) == []
+
+
+def test_a_claim_leaves_the_connections_durability_setting_as_it_found_it(db, other_db, box, t0):
+    make_endpoint(db, box)
+    publish(db, 2, now=t0)
+    db.commit()
+    before = None if is_postgres(db) else db.executesql("PRAGMA synchronous")[0][0]
+
+    [first, second] = claim(db, to_epoch(t0))
+
+    # The lease is committed (visible elsewhere) though it was not synced on its own...
+    assert {row.status for row in deliveries(other_db)} == {"sending"}
+    if is_postgres(db):
+        # ...and SET LOCAL ended with the claim's transaction.
+        assert db.executesql("SHOW synchronous_commit")[0][0] == "on"
+    else:
+        assert db.executesql("PRAGMA synchronous")[0][0] == before == 2  # FULL again
+    # ...while outcomes are committed with the connection's own (full) durability.
+    at = to_epoch(t0)
+    record(db, [result(first, 200, started=at), result(second, 200, started=at)], at + 1)
+    assert {row.status for row in deliveries(other_db)} == {"succeeded"}

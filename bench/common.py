@@ -178,9 +178,20 @@ class BenchDB:
 
     def close(self) -> None:
         if self.pg_name:
+            import psycopg2
+
             conn = _pg_admin()
             try:
-                conn.cursor().execute(f'DROP DATABASE IF EXISTS "{self.pg_name}" WITH (FORCE)')
+                # FORCE may not end a session our role does not own (autovacuum, analysing the
+                # freshly loaded tables): wait for it to finish instead.
+                for _ in range(60):
+                    try:
+                        conn.cursor().execute(
+                            f'DROP DATABASE IF EXISTS "{self.pg_name}" WITH (FORCE)'
+                        )
+                        break
+                    except psycopg2.errors.InsufficientPrivilege:
+                        time.sleep(1)
             finally:
                 conn.close()
         shutil.rmtree(self.data_dir, ignore_errors=True)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import datetime as dt
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 
 import click
 from rich.console import Console
@@ -21,6 +25,7 @@ from hookline.errors import ConfigError, HooklineError
 __all__ = ["main"]
 
 console = Console(highlight=False)
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 def _settings() -> Settings:
@@ -95,7 +100,13 @@ def serve(host: str, port: int, workers: int, with_worker: bool | None) -> None:
     sys.stdout.flush()
     from hookline.web.server import serve as serve_app
 
-    worker = subprocess.Popen([sys.executable, "-m", "hookline", "worker"]) if run_worker else None
+    worker = (
+        subprocess.Popen(
+            [sys.executable, "-m", "hookline", "worker"], preexec_fn=_die_with_parent()
+        )
+        if run_worker
+        else None
+    )
     try:
         serve_app(settings)
     finally:
@@ -105,6 +116,17 @@ def serve(host: str, port: int, workers: int, with_worker: bool | None) -> None:
                 worker.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 worker.kill()
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """On Linux, a ``preexec_fn`` that makes the child get SIGTERM (and finish its in-flight
+    attempts) when `hookline serve` dies without stopping it, e.g. on SIGKILL."""
+    try:
+        # Looked up before the fork: find_library may run other programs.
+        prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux: the finally in `serve` still stops it
+        return None
+    return lambda: prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @cli.command("worker")

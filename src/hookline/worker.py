@@ -169,10 +169,15 @@ class Worker:
                         claimed += await self._handle_inbox()
                 except self._transient_errors as error:
                     # A lost deadlock, a busy SQLite, a dropped connection: unrecorded results
-                    # stay queued, leases protect what was claimed; back off and go again.
+                    # stay queued, leases protect what was claimed; back off and go again, on
+                    # a new connection (a closed one never comes back by itself).
+                    if self._stopping and not self._inflight:
+                        log.warning("stopping with the database unavailable: %s", error)
+                        break  # unrecorded attempts' leases expire and they are sent again
                     log.warning("database error, retrying in %.1fs: %s", self._backoff, error)
                     await asyncio.sleep(self._backoff)
                     self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)
+                    await self._reconnect()
                     continue
                 self._backoff = MIN_BACKOFF_S
                 if self._done(claimed + flushed):
@@ -199,6 +204,19 @@ class Worker:
                 await self._on_db(self._db.close)
             self._db_thread.shutdown(wait=True)
         return self.stats
+
+    async def _reconnect(self) -> None:
+        def reopen() -> Any:
+            try:
+                self._db.close()
+            except Exception as error:  # it is being replaced: a broken close changes nothing
+                log.debug("closing the old connection failed: %s", error)
+            return connect(self.settings)
+
+        try:
+            self._db = await self._on_db(reopen)
+        except Exception as error:  # still down (pydal gives up with a RuntimeError): next turn
+            log.warning("could not reconnect yet: %s", error)
 
     def _room(self) -> int:
         room = self.concurrency - len(self._inflight)
@@ -457,12 +475,14 @@ class Worker:
                     conn.notifies.clear()
                     self._wake.set()
 
-            loop.add_reader(conn.fileno(), readable)
+            fd = conn.fileno()  # kept: a connection the server dropped no longer tells it
+            loop.add_reader(fd, readable)
             try:
                 await broken.wait()
             finally:
-                loop.remove_reader(conn.fileno())
+                loop.remove_reader(fd)
                 conn.close()
+            log.warning("LISTEN connection lost; reconnecting")
 
 
 def _result(item: Claimed, started: float, **outcome: Any) -> SendResult:

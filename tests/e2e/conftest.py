@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -91,7 +93,11 @@ def start_server(tmp_dir: Path, database_url: str | None) -> Server:
     if database_url:
         env["HOOKLINE_DATABASE_URL"] = database_url
     log = open(tmp_dir / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
-    process = subprocess.Popen([HOOKLINE, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    # Its own process group: stopping it also reaches granian's worker processes and the
+    # delivery worker, even if the main process is gone.
+    process = subprocess.Popen(
+        [HOOKLINE, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     server = Server(port, env, process, tmp_dir / "data")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -103,18 +109,20 @@ def start_server(tmp_dir: Path, database_url: str | None) -> Server:
         except OSError:
             pass
         time.sleep(0.2)
-    process.kill()
+    stop_server(server)
     raise RuntimeError(f"hookline serve did not answer: {(tmp_dir / 'server.log').read_text()}")
 
 
 def stop_server(server: Server) -> None:
-    """SIGTERM, then SIGKILL if it lingers."""
+    """SIGTERM, then SIGKILL if it lingers; then SIGKILL whatever is left of its group."""
     server.process.terminate()
     try:
         server.process.wait(timeout=15)
     except subprocess.TimeoutExpired:
         server.process.kill()
         server.process.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.process.pid, signal.SIGKILL)
 
 
 @pytest.fixture(
@@ -154,3 +162,11 @@ def sink():
 
     with Sink() as running:
         yield running
+
+
+@pytest.fixture
+def own_server(tmp_path) -> Iterator[Server]:
+    """A SQLite server of the test's own, which the test may stop or kill."""
+    server = start_server(tmp_path, None)
+    yield server
+    stop_server(server)

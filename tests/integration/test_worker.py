@@ -277,3 +277,64 @@ def test_one_burst_run_also_sends_a_retry_that_became_due(settings, db, box):
     [row] = deliveries(db)
     assert (row.status, row.attempts) == ("succeeded", 2), "burst ended with a retry due"
     assert stats.claimed == 2 and stats.succeeded == 1
+
+
+async def _until(condition, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+def test_the_worker_reconnects_after_the_server_drops_its_connection(settings, db, box):
+    if settings.is_sqlite:
+        pytest.skip("an embedded database has no server that could drop the connection")
+    make_endpoint(db, box)
+    db.commit()
+    transport = RecordingTransport()
+
+    async def main() -> WorkerStats:
+        worker = Worker(settings, transport=transport)
+        task = asyncio.create_task(worker.run())
+        outbox.publish(db, "ping", {"n": 1})
+        db.commit()
+        await _until(lambda: len(transport.requests) == 1, 10)
+
+        # What a PostgreSQL restart does to the worker's sessions.
+        db.executesql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        db.commit()
+        outbox.publish(db, "ping", {"n": 2})
+        db.commit()
+        await _until(lambda: len(transport.requests) == 2, 20)
+
+        worker.stop()
+        return await asyncio.wait_for(task, 10)
+
+    stats = asyncio.run(main())
+
+    assert stats.succeeded == 2
+    assert [d.status for d in deliveries(db)] == ["succeeded", "succeeded"]
+
+
+def test_a_stopping_worker_exits_although_the_database_is_gone(settings, db, box, monkeypatch):
+    transport = RecordingTransport()
+
+    async def main() -> WorkerStats:
+        worker = Worker(settings, transport=transport)
+        task = asyncio.create_task(worker.run())
+        await _until(lambda: worker._db is not None, 10)
+
+        def database_gone(*args, **kwargs):
+            raise worker._transient_errors[0]("the database is gone")
+
+        monkeypatch.setattr(queue, "record_and_claim", database_gone)
+        monkeypatch.setattr(queue, "claim", database_gone)
+        worker.stop()
+        return await asyncio.wait_for(task, 10)  # not a retry loop forever
+
+    stats = asyncio.run(main())
+
+    assert stats.claimed == 0

@@ -34,8 +34,8 @@ SETTINGS_HELP: dict[str, tuple[str, str]] = {
     "HOOKLINE_SQLITE_BUSY_TIMEOUT_MS": ("10000", "how long a SQLite writer waits for the lock"),
     "HOOKLINE_DB_POOL_SIZE": ("10", "PostgreSQL connections kept per process"),
     "HOOKLINE_GROUP_COMMIT": (
-        "true on SQLite, false on PostgreSQL",
-        "commit the seed webhook's writes in shared batches (one fsync per batch)",
+        "true",
+        "commit the seed webhook's writes in shared batches (one commit per batch)",
     ),
     "HOOKLINE_SECRET_KEY": (
         "generated into <data dir>/secret.key",
@@ -169,7 +169,7 @@ class Settings:
             sqlite_synchronous=synchronous,
             sqlite_busy_timeout_ms=_int(env, "HOOKLINE_SQLITE_BUSY_TIMEOUT_MS", 10_000, 0, 600_000),
             db_pool_size=_int(env, "HOOKLINE_DB_POOL_SIZE", 10, 0, 1000),
-            group_commit=_bool(env, "HOOKLINE_GROUP_COMMIT", database_url.startswith("sqlite:")),
+            group_commit=_bool(env, "HOOKLINE_GROUP_COMMIT", True),
             secret_key=env.get("HOOKLINE_SECRET_KEY", "").strip(),
             allow_networks=env.get("HOOKLINE_ALLOW_NETWORKS", "").strip(),
             https_only=_bool(env, "HOOKLINE_HTTPS_ONLY", False),

@@ -33,6 +33,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert settings.sqlite_synchronous == "FULL"
     assert settings.sqlite_busy_timeout_ms == 10_000
     assert settings.db_pool_size == 10
+    assert settings.group_commit is True
 
 
 def test_blank_values_mean_default(data_dir: Path) -> None:
@@ -105,6 +106,8 @@ def test_relative_data_dir_is_resolved(monkeypatch: pytest.MonkeyPatch, tmp_path
         ("HOOKLINE_SQLITE_SYNCHRONOUS", "normal", "sqlite_synchronous", "NORMAL"),
         ("HOOKLINE_SQLITE_SYNCHRONOUS", " extra ", "sqlite_synchronous", "EXTRA"),
         ("HOOKLINE_HOST", " 0.0.0.0 ", "host", "0.0.0.0"),
+        ("HOOKLINE_GROUP_COMMIT", "false", "group_commit", False),
+        ("HOOKLINE_GROUP_COMMIT", "on", "group_commit", True),
     ],
 )
 def test_valid_values(

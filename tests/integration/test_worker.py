@@ -332,9 +332,22 @@ def test_a_stopping_worker_exits_although_the_database_is_gone(settings, db, box
 
         monkeypatch.setattr(queue, "record_and_claim", database_gone)
         monkeypatch.setattr(queue, "claim", database_gone)
+        # A finished attempt that can no longer be recorded (its lease will run out instead).
+        worker._results.append(
+            queue.SendResult(
+                delivery_row=1,
+                endpoint_row=1,
+                endpoint_id="ep_gone",
+                attempt=1,
+                lease_owner=worker.worker_id,
+                started_at=time.time(),
+                duration_ms=1.0,
+                status_code=200,
+            )
+        )
         worker.stop()
-        return await asyncio.wait_for(task, 10)  # not a retry loop forever
+        return await asyncio.wait_for(task, 15)  # not a retry loop forever
 
     stats = asyncio.run(main())
 
-    assert stats.claimed == 0
+    assert stats.recorded == 0

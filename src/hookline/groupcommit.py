@@ -150,9 +150,7 @@ class GroupCommitter:
     def _open(self) -> SqlConn:
         if self._sql is None:
             self._sql = self._connect()
-            driver = type(self._sql.connection).__module__.split(".")[0]
-            module = sqlite3 if driver == "sqlite3" else __import__(driver)
-            self.integrity_errors = (module.IntegrityError,)
+            self.integrity_errors = (self._sql.integrity_error,)
         return self._sql
 
     def _commit_batch(self, batch: list[_Job]) -> None:

@@ -78,13 +78,11 @@ _INSERT = (
 
 @dataclass(frozen=True)
 class PreparedItem:
-    """An inbox row ready to insert (``prepare_item``): its values, with ``received_at`` as a
-    datetime that the insert converts for the database."""
+    """An inbox row ready to insert (``prepare_item``): its values in ``_INSERT``'s order, with
+    plain datetimes that the insert converts for the database."""
 
     inbox_id: str
     values: tuple[Any, ...]
-    received_at: dt.datetime
-    processed: bool
 
 
 def prepare_item(
@@ -112,17 +110,18 @@ def prepare_item(
         status,
         response.status,
         response.body.decode("utf-8"),
+        now,
+        now if status == "processed" else None,
+        event_type,
+        to_epoch(now) if status == "received" else None,
     )
-    tail = (event_type, to_epoch(now) if status == "received" else None)
-    return PreparedItem(inbox_id, values + tail, now, status == "processed")
+    return PreparedItem(inbox_id, values)
 
 
 def insert_item(db: DAL | SqlConn, item: PreparedItem) -> str:
     """Insert a prepared inbox row in the caller's transaction; return its id."""
     sql = as_sql(db)
-    stamp = sql.when(item.received_at)
-    values = item.values
-    sql.execute(_INSERT, (*values[:10], stamp, stamp if item.processed else None, *values[10:]))
+    sql.execute(_INSERT, sql.params(item.values))
     return item.inbox_id
 
 

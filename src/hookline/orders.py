@@ -144,7 +144,7 @@ def prepare_insert(changes: OrderChanges, source: str, now: dt.datetime) -> Prep
 def insert_prepared(db: DAL | SqlConn, prepared: PreparedOrder) -> dict[str, Any]:
     """Insert a prepared order and its event in the caller's transaction; return the order."""
     sql = as_sql(db)
-    sql.insert(_INSERT, [sql.when(v) if isinstance(v, dt.datetime) else v for v in prepared.values])
+    sql.insert(_INSERT, sql.params(prepared.values))
     insert_event(sql, prepared.event)
     return prepared.order
 
@@ -171,11 +171,10 @@ def _compare_and_set(db: DAL | SqlConn, row: Any, values: dict[str, Any]) -> Row
     unknown = set(values) - _UPDATABLE
     if unknown:
         raise ValueError(f"not updatable: {sorted(unknown)}")
-    stored = {k: sql.when(v) if isinstance(v, dt.datetime) else v for k, v in values.items()}
-    assignments = ", ".join(f"{name} = ?" for name in stored)
+    assignments = ", ".join(f"{name} = ?" for name in values)
     cursor = sql.execute(
         f"UPDATE hookline_order SET version = ?, {assignments} WHERE id = ? AND version = ?",
-        (row.version + 1, *stored.values(), row.id, row.version),
+        sql.params((row.version + 1, *values.values(), row.id, row.version)),
     )
     if cursor.rowcount != 1:
         raise StaleWrite(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -89,6 +90,20 @@ class SqlConn:
             stamp = value.replace(microsecond=0) if self.postgres else sql_datetime(value)
             self._last_stamp = (value, stamp)
         return stamp
+
+    def params(self, values: Sequence[Any]) -> list[Any]:
+        """``values`` ready to bind: datetimes as ``when`` stores them, the rest as they are
+        (rows prepared ahead of their transaction keep plain datetimes)."""
+        return [self.when(v) if isinstance(v, dt.datetime) else v for v in values]
+
+    @property
+    def integrity_error(self) -> type[Exception]:
+        """The driver's ``IntegrityError``: what a lost uniqueness race raises."""
+        if self.postgres:
+            import psycopg2
+
+            return psycopg2.IntegrityError
+        return sqlite3.IntegrityError
 
     @staticmethod
     def blob(value: bytes | None) -> str | None:

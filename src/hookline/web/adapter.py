@@ -10,7 +10,7 @@ from py4web import request, response
 from hookline.errors import PayloadTooLarge
 from hookline.webio import Request, Response, error_response, run
 
-__all__ = ["answer", "call", "engine_request"]
+__all__ = ["answer", "call", "call_on", "engine_request"]
 
 
 def _read_body(limit: int) -> bytes:
@@ -77,4 +77,11 @@ def call(
         engine_req = engine_request(body_limit)
     except PayloadTooLarge as error:
         return answer(error_response(error))
+    return call_on(handler, db, engine_req, *args, **kwargs)
+
+
+def call_on(
+    handler: Callable[..., Response], db: Any, engine_req: Request, *args: Any, **kwargs: Any
+) -> bytes:
+    """``call`` for a request that was already read (``engine_request``)."""
     return answer(run(handler, db, engine_req, *args, **kwargs))

@@ -6,8 +6,8 @@ from py4web import action
 
 from hookline import __version__, delivery_api, inbound, orders_api, receiver, sources_api
 from hookline.errors import PayloadTooLarge
-from hookline.web.adapter import answer, call, engine_request
-from hookline.webio import Request, error_response, json_response, run
+from hookline.web.adapter import answer, call, call_on, engine_request
+from hookline.webio import Request, error_response, json_response
 
 from .common import api_context, api_key, committer, db
 from .settings import SETTINGS
@@ -36,14 +36,8 @@ def webhook() -> bytes:
 def _verified_webhook(request: Request) -> bytes:
     # Per-request transaction through pydal: the orders source verifies signatures (or group
     # commit is off).
-    return answer(
-        run(
-            receiver.receive_order_webhook,
-            db,
-            request,
-            max_body_bytes=_LIMIT,
-            box=api_context.box,
-        )
+    return call_on(
+        receiver.receive_order_webhook, db, request, max_body_bytes=_LIMIT, box=api_context.box
     )
 
 

@@ -17,7 +17,14 @@ from hookline.ids import new_id
 from hookline.sqlconn import SqlConn, as_sql
 from hookline.timeutil import to_epoch
 
-__all__ = ["NOTIFY_CHANNEL", "dialect_sql", "fan_out", "is_postgres", "subscribers"]
+__all__ = [
+    "NOTIFY_CHANNEL",
+    "dialect_sql",
+    "fan_out",
+    "fan_out_many",
+    "is_postgres",
+    "subscribers",
+]
 
 NOTIFY_CHANNEL = "hookline_deliveries"
 
@@ -54,6 +61,10 @@ def subscribers(db: DAL | SqlConn, event_type: str) -> list[int]:
     return [row_id for row_id, types in filters if not types or event_type in types]
 
 
+_INSERT_DELIVERY_HEAD = (
+    "INSERT INTO hookline_delivery (delivery_id, event, endpoint, status, attempts,"
+    " next_attempt_at, created_at, updated_at)"
+)
 _INSERT_DELIVERY = (
     "INSERT INTO hookline_delivery (delivery_id, event, endpoint, status, attempts,"
     " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)"
@@ -74,3 +85,19 @@ def fan_out(
     if created and sql.postgres:
         sql.execute(f"NOTIFY {NOTIFY_CHANNEL}")
     return created
+
+
+def fan_out_many(sql: SqlConn, events: list[tuple[int, list[int], dt.datetime]]) -> int:
+    """``fan_out`` for several events (``(event row id, endpoint ids, now)``) with multi-row
+    inserts; return how many deliveries were created."""
+    rows = []
+    for event_row_id, endpoint_ids, now in events:
+        due, stamp = to_epoch(now), sql.when(now)
+        rows.extend(
+            (new_id("dlv"), event_row_id, endpoint_id, "pending", 0, due, stamp, stamp)
+            for endpoint_id in endpoint_ids
+        )
+    sql.insert_rows(_INSERT_DELIVERY_HEAD, rows)
+    if rows and sql.postgres:
+        sql.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+    return len(rows)

@@ -11,6 +11,15 @@ receiver still commits at once: no timer, no added latency.
 
 A unit's result reaches its caller only after the commit succeeded; if the commit fails, every
 caller in the batch gets ``ServiceUnavailable`` (503) and nothing of the batch was written.
+
+Units of one kind can also run *together*: a caller passing ``together=(runner, item)`` lets the
+committer hand every such item of the batch to ``runner(sql, items)`` at once, which writes them
+with a few multi-row statements instead of a few statements each. That matters under load: every
+statement releases the GIL, and the committer then waits for the request threads to hand it
+back while it holds the write lock every process needs. The runner answers ``SOLO`` for an item
+it will not take (a duplicate, a conflict, anything unusual): that item then runs as its own
+unit after the runner's, so the runner only ever handles the plain case. If the runner raises,
+its writes are rolled back and every item runs as its own unit.
 """
 
 from __future__ import annotations
@@ -29,9 +38,13 @@ from hookline.config import Settings
 from hookline.errors import ServiceUnavailable
 from hookline.sqlconn import SqlConn
 
-__all__ = ["GroupCommitter", "connect_for"]
+__all__ = ["SOLO", "BatchRunner", "GroupCommitter", "connect_for"]
 
 T = TypeVar("T")
+#: A runner's answer for an item it leaves to the item's own unit.
+SOLO: Any = object()
+#: Runs several items in the caller's transaction: one result (or ``SOLO``) per item, in order.
+BatchRunner = Callable[[SqlConn, list[Any]], list[Any]]
 log = logging.getLogger(__name__)
 
 #: How long a caller waits for its batch before answering 503 (the committer should never
@@ -40,10 +53,13 @@ WAIT_SECONDS = 30.0
 
 
 class _Job:
-    __slots__ = ("_done", "error", "result", "unit")
+    __slots__ = ("_done", "error", "item", "result", "runner", "unit")
 
-    def __init__(self, unit: Callable[[SqlConn], Any]) -> None:
+    def __init__(
+        self, unit: Callable[[SqlConn], Any], together: tuple[BatchRunner, Any] | None
+    ) -> None:
         self.unit = unit
+        self.runner, self.item = together if together is not None else (None, None)
         self.result: Any = None
         self.error: BaseException | None = None
         # A lock taken now and released by the committer: the cheapest one-shot signal
@@ -75,6 +91,7 @@ class GroupCommitter:
         self._connect = connect
         self._lock_path = lock_path
         self._lock_file: Any = None
+        self._sync_fd: int | None = None
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -84,6 +101,7 @@ class GroupCommitter:
         self.integrity_errors: tuple[type[BaseException], ...] = ()
         self.batches = 0
         self.units = 0
+        self.together = 0  # units written by a batch runner
 
     def _ensure_started(self) -> None:
         # Started on first use, and again after a fork: a thread does not survive into the
@@ -99,14 +117,21 @@ class GroupCommitter:
             self._thread = threading.Thread(target=self._loop, name="hookline-commit", daemon=True)
             self._thread.start()
 
-    def run(self, unit: Callable[[SqlConn], T]) -> T:
+    def run(
+        self,
+        unit: Callable[[SqlConn], T],
+        *,
+        together: tuple[BatchRunner, Any] | None = None,
+    ) -> T:
         """Run ``unit(sql)`` in the next batch; return its result once the batch is committed.
 
         The unit's own exception is re-raised here (its writes rolled back); a failed commit
-        raises ``ServiceUnavailable``.
+        raises ``ServiceUnavailable``. With ``together=(runner, item)`` the item may instead be
+        written by ``runner`` with the batch's other items of that runner; ``runner(sql,
+        [item])`` must mean what ``unit(sql)`` means (or answer ``SOLO``).
         """
         self._ensure_started()
-        job = _Job(unit)
+        job = _Job(unit, together)
         self._queue.put(job)
         if not job.wait(WAIT_SECONDS):
             raise ServiceUnavailable("the database did not commit in time; retry")
@@ -121,29 +146,27 @@ class GroupCommitter:
             self._thread.join(timeout=WAIT_SECONDS)
             self._thread = None
 
-    def _take_batch(self) -> tuple[list[_Job], bool]:
-        first = self._queue.get()
-        if first is None:
-            return [], True
-        batch = [first]
-        stop = False
+    def _take_waiting(self, batch: list[_Job]) -> bool:
+        """Move the queued jobs into ``batch`` (up to ``max_batch``); True if told to stop."""
         while len(batch) < self.max_batch:
             try:
                 job = self._queue.get_nowait()
             except queue.Empty:
-                break
+                return False
             if job is None:
-                stop = True
-                break
+                return True
             batch.append(job)
-        return batch, stop
+        return False
 
     def _loop(self) -> None:
         stop = False
         while not stop:
-            batch, stop = self._take_batch()
-            if batch:
-                self._commit_batch(batch)
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            stop = self._take_waiting(batch)
+            stop = self._commit_batch(batch) or stop
         if self._sql is not None:
             self._sql.connection.close()
 
@@ -153,27 +176,79 @@ class GroupCommitter:
             self.integrity_errors = (self._sql.integrity_error,)
         return self._sql
 
-    def _commit_batch(self, batch: list[_Job]) -> None:
+    def _commit_batch(self, batch: list[_Job]) -> bool:
+        """Write and commit ``batch``, then wake its callers; True if told to stop meanwhile."""
+        stop = False
         try:
             sql = self._open()
             self._take_turn()
             try:
+                # Requests that arrived while this committer waited for its turn join now:
+                # the turn is the scarce thing, so it should carry as much as it can.
+                stop = self._take_waiting(batch)
                 sql.execute("BEGIN" if sql.postgres else "BEGIN IMMEDIATE")
                 sql.forget()
-                for job in batch:
+                for job in self._run_together(sql, batch):
                     self._run_unit(sql, job)
                 sql.execute("COMMIT")
             finally:
                 self._end_turn()
+            self._sync(sql)
         except Exception as error:  # unreachable, locked past the timeout, disk full...
+            # A failed sync comes after a COMMIT: the batch may be stored after all, so its
+            # callers' retries must be (and are) idempotent; a 503 never claims it was lost.
             log.warning("group commit failed: %s", error)
             self._reset()
             self._fail(batch, "the database could not store the request; retry shortly")
-            return
+            return stop
         self.batches += 1
         self.units += len(batch)
         for job in batch:
             job.finish()
+        return stop
+
+    def _run_together(self, sql: SqlConn, batch: list[_Job]) -> list[_Job]:
+        """Hand each runner its jobs' items; return the jobs left to run as their own units."""
+        groups: dict[BatchRunner, list[_Job]] = {}
+        solo: list[_Job] = []
+        for job in batch:
+            if job.runner is None:
+                solo.append(job)
+            else:
+                groups.setdefault(job.runner, []).append(job)
+        for runner, jobs in groups.items():
+            if len(jobs) == 1:
+                solo.extend(jobs)
+                continue
+            sql.execute("SAVEPOINT together")
+            try:
+                results = runner(sql, [job.item for job in jobs])
+                if len(results) != len(jobs):
+                    raise RuntimeError(f"{runner!r} answered {len(results)} of {len(jobs)} items")
+            except Exception as error:  # its writes are undone; each item runs alone instead
+                log.debug("batch runner %r failed, running its items one by one: %s", runner, error)
+                sql.execute("ROLLBACK TO SAVEPOINT together")
+                sql.execute("RELEASE SAVEPOINT together")
+                solo.extend(jobs)
+                continue
+            sql.execute("RELEASE SAVEPOINT together")
+            for job, result in zip(jobs, results, strict=True):
+                if result is SOLO:
+                    solo.append(job)
+                else:
+                    job.result = result
+                    self.together += 1
+        return solo
+
+    def _sync(self, sql: SqlConn) -> None:
+        # The committer's SQLite connection commits without syncing (``connect_for``); the WAL
+        # is synced here, after the turn is handed on: the next process writes its batch while
+        # this one waits for the disk, and one sync covers every commit written before it.
+        if sql.deferred_sync is None:
+            return
+        if self._sync_fd is None:
+            self._sync_fd = os.open(sql.deferred_sync, os.O_RDWR)
+        os.fdatasync(self._sync_fd)
 
     def _take_turn(self) -> None:
         # SQLite's own wait for its write lock sleeps and polls (naps of up to 100 ms); a
@@ -200,6 +275,9 @@ class GroupCommitter:
 
     def _reset(self) -> None:
         # Closing discards the open transaction; the next batch reconnects.
+        if self._sync_fd is not None:
+            os.close(self._sync_fd)
+            self._sync_fd = None
         if self._sql is not None:
             try:
                 self._sql.connection.close()
@@ -228,8 +306,16 @@ def connect_for(settings: Settings) -> Callable[[], SqlConn]:
                 timeout=settings.sqlite_busy_timeout_ms / 1000,
             )
             connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute(f"PRAGMA synchronous={settings.sqlite_synchronous}")
-            return SqlConn(connection, postgres=False)
+            if settings.sqlite_synchronous.upper() not in ("FULL", "EXTRA"):
+                connection.execute(f"PRAGMA synchronous={settings.sqlite_synchronous}")
+                return SqlConn(connection, postgres=False)
+            # In WAL mode a transaction is durable once the WAL holding its commit frame is
+            # on disk. NORMAL writes the frames without syncing them; the committer syncs the
+            # WAL itself before it answers (``_sync``), outside the write lock. (Checkpoints
+            # sync the WAL before they copy it, so nothing committed is overwritten unsynced.)
+            connection.execute("PRAGMA synchronous=NORMAL")
+            wal = Path(f"{settings.sqlite_path}-wal")
+            return SqlConn(connection, postgres=False, deferred_sync=wal)
 
         return connect_sqlite
 

@@ -69,11 +69,12 @@ def find_answer(db: DAL | SqlConn, source: str, message_id: str) -> Response | N
     )
 
 
-_INSERT = (
+_INSERT_HEAD = (
     "INSERT INTO hookline_inbox (inbox_id, source, message_id, method, content_type, headers,"
     " body, status, response_status, response_body, received_at, processed_at, event_type,"
-    " attempts, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)"
+    " next_attempt_at, attempts)"
 )
+_INSERT = f"{_INSERT_HEAD} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)"
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,23 @@ def insert_item(db: DAL | SqlConn, item: PreparedItem) -> str:
     sql = as_sql(db)
     sql.execute(_INSERT, sql.params(item.values))
     return item.inbox_id
+
+
+def insert_items(sql: SqlConn, items: list[PreparedItem]) -> None:
+    """``insert_item`` for several rows at once (multi-row inserts)."""
+    sql.insert_rows(_INSERT_HEAD, [(*sql.params(item.values), 0) for item in items])
+
+
+def seen_message_ids(sql: SqlConn, source: str, message_ids: list[str]) -> set[str]:
+    """Which of ``message_ids`` the inbox already holds for ``source`` (one query)."""
+    if not message_ids:
+        return set()
+    marks = ", ".join("?" * len(message_ids))
+    rows = sql.all(
+        f"SELECT message_id FROM hookline_inbox WHERE source = ? AND message_id IN ({marks})",
+        (source, *message_ids),
+    )
+    return {row[0] for row in rows}
 
 
 def record(db: DAL | SqlConn, **fields: Any) -> str:

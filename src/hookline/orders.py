@@ -18,7 +18,7 @@ from hookline import order_rules
 from hookline.errors import Conflict, NotFound, StaleWrite, ValidationFailed
 from hookline.ids import new_id
 from hookline.order_rules import OrderChanges
-from hookline.outbox import PreparedEvent, insert_event, prepare_event, publish
+from hookline.outbox import PreparedEvent, insert_event, insert_events, prepare_event, publish
 from hookline.sqlconn import SqlConn, as_sql
 from hookline.timeutil import isoformat, utcnow
 
@@ -77,10 +77,8 @@ _COLUMNS = (
     "updated_at",
 )
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM hookline_order"
-_INSERT = (
-    f"INSERT INTO hookline_order ({', '.join(_COLUMNS[1:])})"
-    f" VALUES ({', '.join('?' * (len(_COLUMNS) - 1))})"
-)
+_INSERT_HEAD = f"INSERT INTO hookline_order ({', '.join(_COLUMNS[1:])})"
+_INSERT = f"{_INSERT_HEAD} VALUES ({', '.join('?' * (len(_COLUMNS) - 1))})"
 #: Fields an update may set (never ``id``, ``order_id``, ``created_at``).
 _UPDATABLE = frozenset(_COLUMNS) - {"id", "order_id", "created_at", "version"}
 
@@ -147,6 +145,21 @@ def insert_prepared(db: DAL | SqlConn, prepared: PreparedOrder) -> dict[str, Any
     sql.insert(_INSERT, sql.params(prepared.values))
     insert_event(sql, prepared.event)
     return prepared.order
+
+
+def insert_prepared_many(sql: SqlConn, prepared: list[PreparedOrder]) -> None:
+    """``insert_prepared`` for several new orders at once (multi-row inserts)."""
+    sql.insert_rows(_INSERT_HEAD, [sql.params(p.values) for p in prepared])
+    insert_events(sql, [p.event for p in prepared])
+
+
+def existing_order_ids(sql: SqlConn, order_ids: list[str]) -> set[str]:
+    """Which of ``order_ids`` name stored orders (one query)."""
+    if not order_ids:
+        return set()
+    marks = ", ".join("?" * len(order_ids))
+    rows = sql.all(f"SELECT order_id FROM hookline_order WHERE order_id IN ({marks})", order_ids)
+    return {row[0] for row in rows}
 
 
 def _insert(

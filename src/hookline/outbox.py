@@ -17,7 +17,7 @@ from typing import Any
 from pydal import DAL
 
 from hookline.errors import InvalidEvent
-from hookline.fanout import fan_out, subscribers
+from hookline.fanout import fan_out, fan_out_many, subscribers
 from hookline.ids import new_id
 from hookline.sqlconn import SqlConn, as_sql
 from hookline.timeutil import isoformat, utcnow
@@ -148,18 +148,41 @@ def prepare_event(
     return PreparedEvent(new_id("evt"), event_type, payload, created_at)
 
 
+_INSERT_EVENT_HEAD = "INSERT INTO hookline_event (event_id, type, payload, created_at)"
+
+
 def insert_event(
     db: DAL | SqlConn, event: PreparedEvent, *, endpoint_ids: list[int] | None = None
 ) -> str:
     """Insert a prepared event and fan it out, in the caller's transaction; return its id."""
     sql = as_sql(db)
     row_id = sql.insert(
-        "INSERT INTO hookline_event (event_id, type, payload, created_at) VALUES (?, ?, ?, ?)",
+        _INSERT_EVENT_HEAD + " VALUES (?, ?, ?, ?)",
         (event.event_id, event.type, event.payload, sql.when(event.created_at)),
     )
     targets = subscribers(sql, event.type) if endpoint_ids is None else endpoint_ids
     fan_out(sql, row_id, targets, event.created_at)
     return event.event_id
+
+
+def insert_events(sql: SqlConn, events: list[PreparedEvent]) -> None:
+    """``insert_event`` for several events at once (multi-row inserts), each fanned out to its
+    type's subscribers, in the caller's transaction."""
+    targets = [subscribers(sql, event.type) for event in events]
+    rows = [(e.event_id, e.type, e.payload, sql.when(e.created_at)) for e in events]
+    if not any(targets):
+        sql.insert_rows(_INSERT_EVENT_HEAD, rows)
+        return
+    returned = sql.insert_rows(_INSERT_EVENT_HEAD, rows, returning="id, event_id")
+    row_ids = {event_id: row_id for row_id, event_id in returned}
+    fan_out_many(
+        sql,
+        [
+            (row_ids[event.event_id], endpoint_ids, event.created_at)
+            for event, endpoint_ids in zip(events, targets, strict=True)
+            if endpoint_ids
+        ],
+    )
 
 
 def publish(

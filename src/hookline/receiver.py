@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 from pydal import DAL
 
 from hookline import inbound, inbox, order_rules, orders
 from hookline.database import driver_errors
 from hookline.errors import ClientError, Conflict, NotFound, RequestRefused, StaleWrite
-from hookline.groupcommit import GroupCommitter
+from hookline.groupcommit import SOLO, GroupCommitter
 from hookline.inbound import check_headers
 from hookline.order_rules import OrderChanges
 from hookline.secretbox import SecretBox
@@ -162,6 +163,60 @@ def _admit_unsigned(sql: SqlConn, request: Request, max_body_bytes: int) -> bool
     return True
 
 
+@dataclass(frozen=True)
+class _Queued:
+    """A request handed to the group committer, for ``_process_together``."""
+
+    request: Request
+    message_id: str | None
+    parsed: OrderChanges | ClientError
+    prepared: _Prepared
+    max_body_bytes: int
+
+
+def _process_together(sql: SqlConn, items: list[_Queued]) -> list[Response | None]:
+    """Write the batch's new orders at once: each order row, its ``order.created`` event and
+    its inbox row go in one multi-row insert per table.
+
+    Only the plain case is taken: an admitted request creating an order that does not exist,
+    under a message id not seen before, neither repeated elsewhere in the batch. Every other
+    request (a refusal, an update, a duplicate, a second request for one order) is answered
+    ``SOLO`` and runs as its own unit after these, so it sees their rows as if they had come
+    first, one request at a time.
+    """
+    results: list[Any] = [SOLO] * len(items)
+    candidates: list[tuple[int, orders.PreparedOrder]] = []
+    orders_taken: set[str] = set()
+    messages_taken: set[str] = set()
+    for index, item in enumerate(items):
+        new_order = item.prepared.new_order
+        if new_order is None or new_order.order_id in orders_taken:
+            continue
+        if item.message_id is not None and item.message_id in messages_taken:
+            continue
+        try:
+            if not _admit_unsigned(sql, item.request, item.max_body_bytes):
+                return results  # the source verifies signatures: every unit says so itself
+        except RequestRefused:
+            continue
+        orders_taken.add(new_order.order_id)
+        if item.message_id is not None:
+            messages_taken.add(item.message_id)
+        candidates.append((index, new_order))
+    seen = inbox.seen_message_ids(sql, ORDERS_SOURCE, sorted(messages_taken))
+    existing = orders.existing_order_ids(sql, sorted(orders_taken))
+    taken = [
+        (index, new_order)
+        for index, new_order in candidates
+        if items[index].message_id not in seen and new_order.order_id not in existing
+    ]
+    orders.insert_prepared_many(sql, [new_order for _, new_order in taken])
+    inbox.insert_items(sql, [items[index].prepared.item for index, _ in taken])
+    for index, _ in taken:
+        results[index] = items[index].prepared.response
+    return results
+
+
 def receive_order_webhook_grouped(
     committer: GroupCommitter,
     request: Request,
@@ -191,8 +246,9 @@ def receive_order_webhook_grouped(
                     return None
                 return _process(sql, message_id, parsed, prepared, now)
 
+            queued = _Queued(request, message_id, parsed, prepared, max_body_bytes)
             try:
-                return committer.run(unit)
+                return committer.run(unit, together=(_process_together, queued))
             except (*committer.integrity_errors, StaleWrite):
                 if attempt == _RACE_RETRIES - 1:
                     return error_response(

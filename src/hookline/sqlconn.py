@@ -14,6 +14,7 @@ import base64
 import datetime as dt
 import sqlite3
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydal import DAL
@@ -28,11 +29,16 @@ T = TypeVar("T")
 class SqlConn:
     """A DB-API connection and its dialect; statements are written with ``?`` placeholders."""
 
-    __slots__ = ("_last_stamp", "_memo", "_statements", "connection", "postgres")
+    __slots__ = ("_last_stamp", "_memo", "_statements", "connection", "deferred_sync", "postgres")
 
-    def __init__(self, connection: Any, *, postgres: bool) -> None:
+    def __init__(
+        self, connection: Any, *, postgres: bool, deferred_sync: Path | None = None
+    ) -> None:
+        """``deferred_sync``: the file whose sync makes this connection's commits durable, for a
+        connection that commits without waiting for the disk (see ``groupcommit``)."""
         self.connection = connection
         self.postgres = postgres
+        self.deferred_sync = deferred_sync
         self._statements: dict[str, str] = {}
         self._memo: dict[str, Any] = {}
         self._last_stamp: tuple[Any, Any] = (None, None)
@@ -80,6 +86,37 @@ class SqlConn:
         if self.postgres:
             return self.execute(statement + " RETURNING id", params).fetchone()[0]
         return self.execute(statement, params).lastrowid
+
+    def insert_rows(
+        self, head: str, rows: Sequence[Sequence[Any]], *, returning: str | None = None
+    ) -> list[tuple]:
+        """Insert ``rows`` with multi-row ``INSERT`` statements: ``head`` is the statement up to
+        ``VALUES`` (``INSERT INTO t (a, b)``), each row the values of its columns. One statement
+        per chunk, however many rows; with ``returning`` (columns), the rows it returns, in no
+        particular order.
+        """
+        if not rows:
+            return []
+        width = len(rows[0])
+        group = "(" + ", ".join("?" * width) + ")"
+        per_statement = max(1, self._max_variables() // width)
+        returned: list[tuple] = []
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            statement = f"{head} VALUES {', '.join([group] * len(chunk))}"
+            if returning:
+                statement += f" RETURNING {returning}"
+            params = [value for row in chunk for value in row]
+            cursor = self.connection.cursor()
+            cursor.execute(statement.replace("?", "%s") if self.postgres else statement, params)
+            if returning:
+                returned.extend(cursor.fetchall())
+        return returned
+
+    def _max_variables(self) -> int:
+        if self.postgres:
+            return 32767  # psycopg2 binds on the client; this only bounds a statement's size
+        return min(self.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER), 32766)
 
     def when(self, value: dt.datetime | None) -> Any:
         """A datetime as pydal stores it: to the second (text on SQLite)."""

@@ -53,6 +53,7 @@ POLL_INTERVAL_S = 1.0
 WAL_WATCH_INTERVAL_S = 0.005
 WAL_RECHECK_S = (0.02, 0.1, 0.3)
 SECRETS_TTL_S = 5.0
+UNKNOWN = object()
 RECOVER_EVERY_S = 5.0
 PURGE_EVERY_S = 86_400.0
 MIN_BACKOFF_S = 0.1
@@ -117,6 +118,7 @@ class Worker:
         self._disable_after = dt.timedelta(days=settings.disable_after_days)
         self._transient_errors: tuple[type[BaseException], ...] = ()
         self._backoff = MIN_BACKOFF_S
+        self._next_due: Any = UNKNOWN  # this turn's answer of queue.next_due, if it asked
 
     async def _on_db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -162,11 +164,7 @@ class Worker:
                     if now - last_heartbeat >= self.settings.lease_seconds / 3:
                         last_heartbeat = now
                         await self._heartbeat(now)
-                    # Record first: until finished attempts are recorded their endpoints still
-                    # count them as in flight, and a claim would find no room.
-                    flushed, claimed = await self._flush_and_claim()
-                    if not self._stopping:
-                        claimed += await self._handle_inbox()
+                    flushed, claimed = await self._turn()
                 except self._transient_errors as error:
                     # A lost deadlock, a busy SQLite, a dropped connection: unrecorded results
                     # stay queued, leases protect what was claimed; back off and go again, on
@@ -217,6 +215,22 @@ class Worker:
             self._db = await self._on_db(reopen)
         except Exception as error:  # still down (pydal gives up with a RuntimeError): next turn
             log.warning("could not reconnect yet: %s", error)
+
+    async def _turn(self) -> tuple[int, int]:
+        """Record, claim and run due handlers; returns (recorded, claimed)."""
+        self._next_due = UNKNOWN
+        if not self._results and not self._inflight:
+            # Woken with nothing to record: one query says whether anything is due, so a wake-up
+            # for a commit that made no deliveries (most of a busy receiver's) stays cheap.
+            self._next_due = await self._on_db(queue.next_due, self._db, include_inbox=True)
+            if self._next_due is None or self._next_due > self.clock():
+                return 0, 0
+        # Record first: until finished attempts are recorded their endpoints still count them
+        # as in flight, and a claim would find no room.
+        flushed, claimed = await self._flush_and_claim()
+        if not self._stopping:
+            claimed += await self._handle_inbox()
+        return flushed, claimed
 
     def _room(self) -> int:
         room = self.concurrency - len(self._inflight)
@@ -322,7 +336,9 @@ class Worker:
         if self._results:
             return
         if not self._inflight and not self._stopping:
-            due = await self._on_db(queue.next_due, self._db, include_inbox=True)
+            due = self._next_due
+            if due is UNKNOWN:
+                due = await self._on_db(queue.next_due, self._db, include_inbox=True)
             if due is not None:
                 timeout = min(timeout, max(0.0, due - self.clock()))
         with contextlib.suppress(TimeoutError):
@@ -432,21 +448,25 @@ class Worker:
     async def _watch_wal(self) -> None:
         wal = f"{self.settings.sqlite_path}-wal"
         last = None
+        rechecks: list[float] = []  # when to look again, counted from the latest change
         while True:
             try:
                 info = os.stat(wal)
                 state = (info.st_size, info.st_mtime_ns)
             except FileNotFoundError:
                 state = None
+            now = time.monotonic()
             if state != last:
                 last = state
                 self._wake.set()
                 # A writer appends its frames (and fsyncs them) before its commit becomes
                 # visible to readers: a claim woken by the append alone can miss it, so look
-                # again a little later.
-                loop = asyncio.get_running_loop()
-                for delay in WAL_RECHECK_S:
-                    loop.call_later(delay, self._wake.set)
+                # again a little later. A busy receiver changes the WAL every few
+                # milliseconds; the rechecks follow the latest change instead of piling up.
+                rechecks = [now + delay for delay in WAL_RECHECK_S]
+            elif rechecks and now >= rechecks[0]:
+                del rechecks[0]
+                self._wake.set()
             await asyncio.sleep(WAL_WATCH_INTERVAL_S)
 
     async def _listen(self) -> None:

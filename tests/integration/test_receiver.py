@@ -18,9 +18,11 @@ from typing import Any
 
 import pytest
 
-from hookline import orders
+from hookline import endpoints, orders, secretbox
 from hookline.database import connect
+from hookline.endpoint_rules import parse_endpoint
 from hookline.groupcommit import GroupCommitter, connect_for
+from hookline.netguard import NetworkPolicy
 from hookline.order_rules import parse_patch
 from hookline.receiver import receive_order_webhook, receive_order_webhook_grouped
 from hookline.webio import Request, Response
@@ -527,3 +529,112 @@ def test_concurrent_updates_of_one_new_order_from_different_messages_all_succeed
     order = orders.get_order(other_db, "1234")
     assert order["product_name"] in names
     assert order["version"] == THREADS
+
+
+# --- one batch --------------------------------------------------------------------------------
+
+
+def _json(order_id: str, **fields: Any) -> bytes:
+    return json.dumps({"order_id": order_id, "product_name": "kettle", **fields}).encode()
+
+
+def _in_one_batch(db, requests: dict[str, Request]) -> dict[str, Any]:
+    """Answer ``requests``: one at a time per request, or, grouped, all in one batch of one
+    committer (a first unit holds it until every request has queued behind it)."""
+    if not _COMMITTERS:
+        return {
+            name: _receive(db, request, max_body_bytes=LIMIT) for name, request in requests.items()
+        }
+    committer = _COMMITTERS[0]
+    started, release = threading.Event(), threading.Event()
+    results: dict[str, Any] = {}
+
+    def hold(sql) -> None:
+        started.set()
+        release.wait(10)
+
+    def call(name: str, request: Request) -> None:
+        try:
+            results[name] = _receive(db, request, max_body_bytes=LIMIT)
+        except BaseException as error:  # report it to the test instead of losing it
+            results[name] = error
+
+    batches_before = committer.batches
+    holder = threading.Thread(target=committer.run, args=(hold,))
+    holder.start()
+    assert started.wait(10)
+    threads = [threading.Thread(target=call, args=item) for item in requests.items()]
+    for thread in threads:
+        thread.start()
+    waited = 0  # every request reaches the committer, refusals too (they are checked there)
+    while committer._queue.qsize() < len(requests) and waited < 1000:
+        threading.Event().wait(0.01)
+        waited += 1
+    release.set()
+    for thread in [holder, *threads]:
+        thread.join(30)
+    assert committer.batches - batches_before == 2  # the holder's, then all the others
+    assert committer.together >= 3  # new, one of the message's two, one of the same order's
+    return results
+
+
+def test_a_batch_answers_and_writes_as_its_requests_would_one_at_a_time(db, other_db):
+    box = secretbox.SecretBox([secretbox.generate_key()])
+    network = NetworkPolicy.from_settings("127.0.0.0/8")
+    subscribed = {}
+    for name, types in (("created", ["order.created"]), ("paid", ["order.paid"])):
+        changes = parse_endpoint(
+            {"url": f"http://127.0.0.1:9/{name}", "event_types": types}, network, creating=True
+        )
+        view, _ = endpoints.create_endpoint(db, box, changes)
+        subscribed[name] = endpoints.find_endpoint(db, view["endpoint_id"]).id
+    db.commit()
+    _assert_success(_post(db, _json("known", quantity=1), "application/json"))
+    posted = {
+        "new": _json("n1"),
+        "message_first": _json("n2"),
+        "message_again": _json("n3"),  # the same message id: a replay, never processed
+        "same_order_a": _json("n4"),
+        "same_order_b": _json("n4"),
+        "update": _json("known", quantity=5),
+        "invalid": _json("n5", quantity=-1),
+        "too_big": _json("n6", note="x" * LIMIT),
+    }
+    message_ids = {"message_first": "msg_1", "message_again": "msg_1"}
+    requests = {
+        name: Request.build(
+            "POST",
+            "/myapp/webhook",
+            {"Content-Type": "application/json"}
+            | ({"webhook-id": message_ids[name]} if name in message_ids else {}),
+            body,
+        )
+        for name, body in posted.items()
+    }
+
+    results = _in_one_batch(db, requests)
+
+    assert [name for name, r in results.items() if not isinstance(r, Response)] == []
+    assert {name: r.status for name, r in results.items()} == {
+        **dict.fromkeys(posted, 200),
+        "invalid": 422,
+        "too_big": 413,
+    }
+    replays = [n for n, r in results.items() if r.headers.get("Idempotent-Replayed") == "true"]
+    assert len(replays) == 1 and replays[0] in message_ids
+    stored = {row.order_id: row for row in other_db(other_db.hookline_order).select()}
+    replayed_order = {"message_first": "n2", "message_again": "n3"}[replays[0]]
+    assert set(stored) == {"known", "n1", "n4"} | ({"n2", "n3"} - {replayed_order})
+    assert stored["known"].quantity == 5 and stored["known"].version == 2
+    assert stored["n4"].version == 1
+    assert sorted(_event_types(other_db)) == sorted(
+        ["order.created"] * 4 + ["order.updated"]  # known, n1, n2 or n3, n4; then the update
+    )
+    # One inbox row per request processed: the first, new, one of the message's two, both
+    # same-order requests and the update; replays and refusals store nothing.
+    assert _counts(other_db)["inbox"] == 6
+    # Each order.created event fanned out to its one subscriber, pointing at its own row.
+    e, d = other_db.hookline_event, other_db.hookline_delivery
+    created = {row.id for row in other_db(e.type == "order.created").select(e.id)}
+    fanned = [(row.event, row.endpoint) for row in other_db(d).select(d.event, d.endpoint)]
+    assert sorted(fanned) == sorted((event, subscribed["created"]) for event in created)

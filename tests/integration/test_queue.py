@@ -730,3 +730,60 @@ def test_a_claim_leaves_the_connections_durability_setting_as_it_found_it(db, ot
     at = to_epoch(t0)
     record(db, [result(first, 200, started=at), result(second, 200, started=at)], at + 1)
     assert {row.status for row in deliveries(other_db)} == {"succeeded"}
+
+
+def _hold_sqlite_write_lock(settings, seconds: float) -> threading.Thread:
+    """Hold SQLite's write lock from another connection for ``seconds`` (in a thread)."""
+    import sqlite3
+
+    holding = threading.Event()
+
+    def hold() -> None:
+        other = sqlite3.connect(str(settings.sqlite_path), isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        holding.set()
+        time.sleep(seconds)
+        other.execute("ROLLBACK")
+        other.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert holding.wait(5)
+    return thread
+
+
+def test_a_claim_waits_for_sqlites_write_lock_and_restores_the_busy_timeout(db, settings, box, t0):
+    if is_postgres(db):
+        pytest.skip("PostgreSQL has no database-wide write lock")
+    make_endpoint(db, box)
+    publish(db, 1, now=t0)
+    db.commit()
+    timeout_before = db.executesql("PRAGMA busy_timeout")[0][0]
+
+    holder = _hold_sqlite_write_lock(settings, 0.3)
+    [claimed] = claim(db, to_epoch(t0))
+    holder.join()
+
+    assert claimed.attempt == 1
+    assert db.executesql("PRAGMA busy_timeout")[0][0] == timeout_before > 0
+
+
+def test_a_claim_gives_up_on_sqlites_write_lock_after_the_busy_timeout(db, settings, box, t0):
+    if is_postgres(db):
+        pytest.skip("PostgreSQL has no database-wide write lock")
+    import sqlite3
+
+    make_endpoint(db, box)
+    publish(db, 1, now=t0)
+    db.commit()
+    db.executesql("PRAGMA busy_timeout=100")
+
+    holder = _hold_sqlite_write_lock(settings, 1.5)
+    started = time.monotonic()
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        claim(db, to_epoch(t0))
+    waited = time.monotonic() - started
+    holder.join()
+
+    assert 0.1 <= waited < 1.0  # it tried for the busy timeout, then reported the busy database
+    assert db.executesql("PRAGMA busy_timeout")[0][0] == 100

@@ -307,7 +307,10 @@ def _claim_locked(
 
 
 def _budgets(db: DAL, endpoint_ids: list[int]) -> dict[int, EndpointBudget]:
-    lock = " ORDER BY id FOR UPDATE" if is_postgres(db) else ""
+    # Serialises workers' budget checks per endpoint. NO KEY: a publisher's new delivery holds
+    # KEY SHARE on its endpoint (the foreign key) until it commits, which FOR UPDATE would wait
+    # for: every claim then waited for the publishers' commits.
+    lock = " ORDER BY id FOR NO KEY UPDATE" if is_postgres(db) else ""
     settings = db.executesql(
         dialect_sql(
             db,

@@ -787,3 +787,25 @@ def test_a_claim_gives_up_on_sqlites_write_lock_after_the_busy_timeout(db, setti
 
     assert 0.1 <= waited < 1.0  # it tried for the busy timeout, then reported the busy database
     assert db.executesql("PRAGMA busy_timeout")[0][0] == 100
+
+
+def test_a_claim_does_not_wait_for_a_publisher_that_has_not_committed(db, other_db, box, t0):
+    """A publisher's open transaction (its new delivery locks the endpoint's key) must not hold
+    up the claim of deliveries already committed: publish -> first attempt would then wait for
+    every publisher's commit."""
+    if not is_postgres(db):
+        pytest.skip("SQLite has one writer at a time: a claim waits for any open write")
+    make_endpoint(db, box)
+    publish(db, 1, now=t0)
+    db.commit()
+    publish(other_db, 1, now=t0)  # left uncommitted while the claim runs
+    claimed: list[Claimed] = []
+    claimer = threading.Thread(target=lambda: claimed.extend(claim(db, to_epoch(t0))))
+    claimer.start()
+    claimer.join(5)
+    still_waiting = claimer.is_alive()
+    other_db.commit()
+    claimer.join(10)
+
+    assert not still_waiting
+    assert len(claimed) == 1  # the committed delivery; the other was not visible yet

@@ -467,7 +467,7 @@ def update_docs(key: str, text: str) -> None:
 
 def argv_command() -> str:
     """The command line that produced a result, for the docs."""
-    return "/tmp/venv/bin/python " + " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
+    return ".venv/bin/python " + " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
 
 
 @contextlib.contextmanager

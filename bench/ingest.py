@@ -594,7 +594,7 @@ error or a missing row fails and is left out.
 
 ```
 apt-get install -y wrk
-/tmp/venv/bin/pip install -r bench/requirements.txt
+make install && .venv/bin/pip install -r bench/requirements.txt
 {argv_command()}
 ```
 

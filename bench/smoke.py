@@ -1,6 +1,6 @@
 """CI smoke bench: a tiny throughput run on SQLite (no Celery, no PostgreSQL), well under 30 s.
 
-    /tmp/venv/bin/python bench/smoke.py [-n 300]
+    .venv/bin/python bench/smoke.py [-n 300]
 
 Publishes N events to one endpoint on a local sink, runs one in-process Worker until it has
 recorded N, verifies the first request's Standard Webhooks signature, prints deliveries/s.

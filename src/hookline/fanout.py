@@ -65,10 +65,7 @@ _INSERT_DELIVERY_HEAD = (
     "INSERT INTO hookline_delivery (delivery_id, event, endpoint, status, attempts,"
     " next_attempt_at, created_at, updated_at)"
 )
-_INSERT_DELIVERY = (
-    "INSERT INTO hookline_delivery (delivery_id, event, endpoint, status, attempts,"
-    " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)"
-)
+_INSERT_DELIVERY = _INSERT_DELIVERY_HEAD + " VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)"
 
 
 def fan_out(

@@ -167,8 +167,7 @@ class GroupCommitter:
             batch = [first]
             stop = self._take_waiting(batch)
             stop = self._commit_batch(batch) or stop
-        if self._sql is not None:
-            self._sql.connection.close()
+        self._reset()
 
     def _open(self) -> SqlConn:
         if self._sql is None:

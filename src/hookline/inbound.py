@@ -65,11 +65,11 @@ def check_headers(request: Request) -> None:
 def _verify(db: DAL, box: SecretBox, row: Any, request: Request, now: dt.datetime) -> str | None:
     secrets = sources.active_secrets(box, row, now)
     public_keys = list(json.loads(row.public_keys))
-    if row.kind == "none":
+    if sources.is_unsigned(
+        row.kind, row.name, has_secrets=bool(secrets), has_public_keys=bool(public_keys)
+    ):
         return None
     if not secrets and not public_keys:
-        if row.name == sources.ORDERS_SOURCE:
-            return None  # the seed's endpoint: unsigned until it is given a secret
         raise SignatureError("no_secret", "this source has no secret to verify with")
     if not secrets and row.kind != "standard":
         raise SignatureError("no_secret", f"a {row.kind} source needs a secret to verify with")

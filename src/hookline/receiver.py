@@ -20,7 +20,7 @@ from hookline.groupcommit import SOLO, GroupCommitter
 from hookline.inbound import check_headers
 from hookline.order_rules import OrderChanges
 from hookline.secretbox import SecretBox
-from hookline.sources import ORDERS_SOURCE
+from hookline.sources import ORDERS_SOURCE, is_unsigned
 from hookline.sqlconn import SqlConn
 from hookline.timeutil import utcnow
 from hookline.webio import (
@@ -155,7 +155,14 @@ def _admit_unsigned(sql: SqlConn, request: Request, max_body_bytes: int) -> bool
     if row is None:
         raise NotFound(f"no source {ORDERS_SOURCE!r}")
     kind, secrets_enc, public_keys, enabled, source_max_body = row
-    if kind != "none" and (secrets_enc is not None or public_keys != "[]"):
+    # Any stored secret counts, even one whose rotation grace has ended: this check cannot
+    # decrypt, so it sends such a source to the verifying path, which decides exactly.
+    if not is_unsigned(
+        kind,
+        ORDERS_SOURCE,
+        has_secrets=secrets_enc is not None,
+        has_public_keys=public_keys != "[]",
+    ):
         return False
     if not enabled:
         raise NotFound(f"source {ORDERS_SOURCE!r} is disabled")

@@ -36,6 +36,7 @@ __all__ = [
     "find_source",
     "get_source",
     "hmac_scheme_of",
+    "is_unsigned",
     "list_sources",
     "parse_source",
     "record_verify_failure",
@@ -194,6 +195,14 @@ def source_to_dict(row: Any, box: SecretBox | None = None, now: dt.datetime | No
 
 def _secrets(box: SecretBox, row: Any) -> list[dict[str, Any]]:
     return json.loads(box.decrypt(row.secrets_enc)) if row.secrets_enc else []
+
+
+def is_unsigned(kind: str, name: str, *, has_secrets: bool, has_public_keys: bool) -> bool:
+    """Whether requests to this source are accepted without a signature: a ``none`` source,
+    and the built-in orders source (the seed's endpoint) until it is given a secret or key."""
+    if kind == "none":
+        return True
+    return name == ORDERS_SOURCE and not has_secrets and not has_public_keys
 
 
 def active_secrets(box: SecretBox, row: Any, now: dt.datetime | None = None) -> list[str]:

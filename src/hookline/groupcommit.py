@@ -304,8 +304,10 @@ def connect_for(settings: Settings) -> Callable[[], SqlConn]:
                 check_same_thread=False,
                 timeout=settings.sqlite_busy_timeout_ms / 1000,
             )
-            connection.execute("PRAGMA journal_mode=WAL")
-            if settings.sqlite_synchronous.upper() not in ("FULL", "EXTRA"):
+            mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            durable = settings.sqlite_synchronous.upper() in ("FULL", "EXTRA")
+            if mode.lower() != "wal" or not durable:
+                # Without a WAL (a filesystem that refuses it) SQLite syncs its own journal.
                 connection.execute(f"PRAGMA synchronous={settings.sqlite_synchronous}")
                 return SqlConn(connection, postgres=False)
             # In WAL mode a transaction is durable once the WAL holding its commit frame is

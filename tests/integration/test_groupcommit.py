@@ -330,3 +330,32 @@ def test_a_failed_sync_answers_503(tmp_path, monkeypatch):
             committer.run(_insert_event("evt_unsure"))
     finally:
         committer.close()
+
+
+def test_without_a_wal_the_committer_leaves_syncing_to_sqlite(tmp_path, monkeypatch):
+    from hookline.config import Settings
+
+    settings = Settings.from_env({"HOOKLINE_DATA_DIR": str(tmp_path)})
+    real_connect = sqlite3.connect
+
+    class RefusesWal:
+        """A connection whose filesystem keeps the rollback journal (PRAGMA answers 'delete')."""
+
+        def __init__(self, *args, **kwargs):
+            self._connection = real_connect(*args, **kwargs)
+
+        def execute(self, statement, *params):
+            if statement == "PRAGMA journal_mode=WAL":
+                return self._connection.execute("PRAGMA journal_mode")
+            return self._connection.execute(statement, *params)
+
+        def __getattr__(self, name):
+            return getattr(self._connection, name)
+
+    monkeypatch.setattr(groupcommit.sqlite3, "connect", RefusesWal)
+    sql = connect_for(settings)()
+    try:
+        assert sql.deferred_sync is None
+        assert sql.connection.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    finally:
+        sql.connection.close()

@@ -752,12 +752,16 @@ def _hold_sqlite_write_lock(settings, seconds: float) -> threading.Thread:
     return thread
 
 
-def test_a_claim_waits_for_sqlites_write_lock_and_restores_the_busy_timeout(db, settings, box, t0):
+def _one_due_delivery_on_sqlite(db, box, t0) -> None:
     if is_postgres(db):
         pytest.skip("PostgreSQL has no database-wide write lock")
     make_endpoint(db, box)
     publish(db, 1, now=t0)
     db.commit()
+
+
+def test_a_claim_waits_for_sqlites_write_lock_and_restores_the_busy_timeout(db, settings, box, t0):
+    _one_due_delivery_on_sqlite(db, box, t0)
     timeout_before = db.executesql("PRAGMA busy_timeout")[0][0]
 
     holder = _hold_sqlite_write_lock(settings, 0.3)
@@ -769,13 +773,9 @@ def test_a_claim_waits_for_sqlites_write_lock_and_restores_the_busy_timeout(db, 
 
 
 def test_a_claim_gives_up_on_sqlites_write_lock_after_the_busy_timeout(db, settings, box, t0):
-    if is_postgres(db):
-        pytest.skip("PostgreSQL has no database-wide write lock")
     import sqlite3
 
-    make_endpoint(db, box)
-    publish(db, 1, now=t0)
-    db.commit()
+    _one_due_delivery_on_sqlite(db, box, t0)
     db.executesql("PRAGMA busy_timeout=100")
 
     holder = _hold_sqlite_write_lock(settings, 1.5)

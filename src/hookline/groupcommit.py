@@ -225,7 +225,16 @@ class GroupCommitter:
                 if len(results) != len(jobs):
                     raise RuntimeError(f"{runner!r} answered {len(results)} of {len(jobs)} items")
             except Exception as error:  # its writes are undone; each item runs alone instead
-                log.debug("batch runner %r failed, running its items one by one: %s", runner, error)
+                # A lost uniqueness race (another process wrote the same order) is expected;
+                # anything else is a runner bug that the fallback would otherwise hide.
+                expected = isinstance(error, self.integrity_errors)
+                log.log(
+                    logging.DEBUG if expected else logging.WARNING,
+                    "batch runner %r failed, running its items one by one: %s",
+                    runner,
+                    error,
+                    exc_info=not expected,
+                )
                 sql.execute("ROLLBACK TO SAVEPOINT together")
                 sql.execute("RELEASE SAVEPOINT together")
                 solo.extend(jobs)

@@ -232,7 +232,9 @@ def test_items_of_one_runner_are_written_together_and_solo_ones_by_their_own_uni
     assert committer.together == 2
 
 
-def test_a_failing_runner_is_rolled_back_and_its_items_run_as_their_own_units(committer, other_db):
+def test_a_failing_runner_is_rolled_back_and_its_items_run_as_their_own_units(
+    committer, other_db, caplog
+):
     def runner(sql: SqlConn, items):
         sql.insert_rows(
             "INSERT INTO hookline_event (event_id, type, payload, created_at)",
@@ -248,6 +250,7 @@ def test_a_failing_runner_is_rolled_back_and_its_items_run_as_their_own_units(co
     assert all(isinstance(results[n], int) for n in ("x", "y", "z"))  # each unit's own answer
     assert _committed_names(other_db) == {"evt_x", "evt_y", "evt_z"}  # once each: no leftovers
     assert committer.together == 0
+    assert "the runner gives up after writing" in caplog.text  # a runner bug is not hidden
 
 
 def test_a_lone_item_runs_as_its_unit_without_its_runner(committer, other_db):

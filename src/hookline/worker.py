@@ -61,6 +61,9 @@ MAX_BACKOFF_S = 5.0
 FIRST_PURGE_AFTER_S = 60.0
 MAX_BATCH = 500
 INBOX_BATCH = 50
+#: While deliveries keep the worker busy, how often it looks for due received webhooks (each
+#: look is a query; an idle worker looks on every wake-up, through ``queue.next_due``).
+INBOX_POLL_S = 0.05
 
 
 @dataclass
@@ -119,6 +122,7 @@ class Worker:
         self._transient_errors: tuple[type[BaseException], ...] = ()
         self._backoff = MIN_BACKOFF_S
         self._next_due: Any = UNKNOWN  # this turn's answer of queue.next_due, if it asked
+        self._next_inbox_look = 0.0  # time.monotonic() from which a busy turn looks again
 
     async def _on_db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -219,7 +223,8 @@ class Worker:
     async def _turn(self) -> tuple[int, int]:
         """Record, claim and run due handlers; returns (recorded, claimed)."""
         self._next_due = UNKNOWN
-        if not self._results and not self._inflight:
+        idle = not self._results and not self._inflight
+        if idle:
             # Woken with nothing to record: one query says whether anything is due, so a wake-up
             # for a commit that made no deliveries (most of a busy receiver's) stays cheap.
             self._next_due = await self._on_db(queue.next_due, self._db, include_inbox=True)
@@ -228,8 +233,12 @@ class Worker:
         # Record first: until finished attempts are recorded their endpoints still count them
         # as in flight, and a claim would find no room.
         flushed, claimed = await self._flush_and_claim()
-        if not self._stopping:
-            claimed += await self._handle_inbox()
+        now = time.monotonic()
+        if not self._stopping and (idle or now >= self._next_inbox_look):
+            handled = await self._handle_inbox()
+            claimed += handled
+            # Drain a backlog at once; otherwise look again after a pause, not on every turn.
+            self._next_inbox_look = now if handled else now + INBOX_POLL_S
         return flushed, claimed
 
     def _room(self) -> int:

@@ -10,16 +10,19 @@ after each test, so the built-in handlers and other tests are untouched.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from hookline import handlers, inbox, orders, sources
+from hookline import endpoints, handlers, inbox, orders, outbox, sources
 from hookline.database import connect
+from hookline.endpoint_rules import parse_endpoint
 from hookline.errors import Conflict, NotFound
 from hookline.handlers import (
     InboxMessage,
@@ -31,11 +34,14 @@ from hookline.handlers import (
     register,
     replay_message,
 )
+from hookline.netguard import NetworkPolicy
 from hookline.order_rules import parse_create, parse_patch
 from hookline.retry import RetryPolicy
 from hookline.secretbox import load_secret_box
 from hookline.timeutil import from_epoch
+from hookline.transport import OutboundRequest, RecordingTransport, TransportResult
 from hookline.webio import Request, Response
+from hookline.worker import Worker
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -547,3 +553,36 @@ def test_a_message_whose_source_was_deleted_still_gets_a_kind(settings, db, othe
     assert (message.row_id, message.kind) == (row_id, "none")
     assert process(db, [message])["processed"] == 1
     assert row(other_db, row_id).last_error == "no handler registered"
+
+
+def test_a_worker_busy_with_deliveries_still_runs_due_handlers(settings, db):
+    """The worker looks for received webhooks less often while deliveries keep it busy, but it
+    does look: a handler runs while a slow delivery is still in flight."""
+    source = unique()
+    add_source(db, settings, source)
+    handled_at: list[float] = []
+    register(source)(lambda conn, message: handled_at.append(time.monotonic()))
+    box = load_secret_box(settings.secret_key or None, settings.data_dir)
+    network = NetworkPolicy.from_settings("127.0.0.0/8")
+    endpoints.create_endpoint(
+        db, box, parse_endpoint({"url": "http://127.0.0.1:9/slow"}, network, creating=True)
+    )
+    outbox.publish(db, "ping", {"n": 1})
+    db.commit()
+    # Due only once the delivery is in flight: the worker is busy, not idle, when it comes due.
+    add_message(db, source, at=time.time() + 0.3)
+    sent_at: list[float] = []
+
+    async def slow(request: OutboundRequest) -> TransportResult:
+        await asyncio.sleep(2.5)
+        sent_at.append(time.monotonic())
+        return TransportResult(200)
+
+    async def main() -> None:
+        worker = Worker(settings, transport=RecordingTransport(slow), max_deliveries=1)
+        await worker.run()
+
+    asyncio.run(main())
+
+    assert len(sent_at) == 1
+    assert len(handled_at) == 1 and handled_at[0] < sent_at[0]

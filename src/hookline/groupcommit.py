@@ -11,6 +11,9 @@ receiver still commits at once: no timer, no added latency.
 
 A unit's result reaches its caller only after the commit succeeded; if the commit fails, every
 caller in the batch gets ``ServiceUnavailable`` (503) and nothing of the batch was written.
+On SQLite "succeeded" includes the sync: the committer's connection commits at
+``synchronous=NORMAL`` and the committer syncs the WAL itself after handing the write turn to
+the next process, before it wakes the callers (``connect_for``, ``_sync``).
 
 Units of one kind can also run *together*: a caller passing ``together=(runner, item)`` lets the
 committer hand every such item of the batch to ``runner(sql, items)`` at once, which writes them

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydal import DAL
 
+from hookline.database import begin_write
 from hookline.errors import Conflict, HooklineError, NotFound
 from hookline.fanout import NOTIFY_CHANNEL, dialect_sql, is_postgres
 from hookline.retry import AttemptOutcome, RetryPolicy, decide
@@ -108,8 +109,7 @@ def claim_messages(
     if not db.executesql(dialect_sql(db, _ANY_DUE), placeholders=[now]):
         db.commit()
         return []
-    if not is_postgres(db):
-        db.executesql("BEGIN IMMEDIATE")
+    begin_write(db)
     try:
         suffix = " FOR UPDATE SKIP LOCKED" if is_postgres(db) else ""
         ids = [

@@ -18,8 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
-import sqlite3
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,6 +27,7 @@ from psycopg2.extras import execute_values
 from pydal import DAL
 
 from hookline import endpoints
+from hookline.database import begin_write
 from hookline.fanout import dialect_sql, is_postgres
 from hookline.ids import new_id
 from hookline.retry import (
@@ -193,35 +192,6 @@ WHERE d.id IN ({ids})
 """
 
 
-#: Naps between tries for SQLite's write lock; the last one repeats until the busy timeout.
-WRITE_LOCK_NAPS_S = (0.0002, 0.0005, 0.001, 0.002)
-
-
-def _begin_write(db: DAL) -> None:
-    db.commit()  # close any read snapshot: the claim must see the newest committed state
-    if is_postgres(db):
-        return
-    # SQLite's own busy handler naps 1, 2, 5, 10 ... up to 100 ms between tries, so a claim
-    # that found a publisher committing often went on waiting long after the lock was free:
-    # publish -> first attempt p99 was hundreds of milliseconds. Short naps of our own instead.
-    timeout_ms = int(db.executesql("PRAGMA busy_timeout")[0][0])
-    db.executesql("PRAGMA busy_timeout=0")
-    try:
-        deadline = time.monotonic() + timeout_ms / 1000
-        tries = 0
-        while True:
-            try:
-                db.executesql("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as error:
-                if error.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
-                    raise
-            time.sleep(WRITE_LOCK_NAPS_S[min(tries, len(WRITE_LOCK_NAPS_S) - 1)])
-            tries += 1
-    finally:
-        db.executesql(f"PRAGMA busy_timeout={timeout_ms}")
-
-
 def claim(db: DAL, worker: str, *, now: float, capacity: int, lease_s: float) -> list[Claimed]:
     """Lease up to ``capacity`` due deliveries to ``worker``; commits. Returns what it leased."""
     if capacity <= 0:
@@ -233,7 +203,7 @@ def claim(db: DAL, worker: str, *, now: float, capacity: int, lease_s: float) ->
         db.commit()
         return []
     with _without_fsync(db):
-        _begin_write(db)
+        begin_write(db)
         try:
             if is_postgres(db):
                 db.executesql("SET LOCAL synchronous_commit TO OFF")
@@ -470,7 +440,7 @@ def record_and_claim(
         )
         for r in results
     ]
-    _begin_write(db)
+    begin_write(db)
     try:
         cursor = db._adapter.cursor
         attempt_rows = [
@@ -633,7 +603,7 @@ def extend_leases(db: DAL, worker: str, delivery_rows: Sequence[int], *, until: 
     """
     if not delivery_rows:
         return 0
-    _begin_write(db)
+    begin_write(db)
     try:
         rows = list(delivery_rows)
         cursor = db._adapter.cursor

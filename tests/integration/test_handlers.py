@@ -586,3 +586,33 @@ def test_a_worker_busy_with_deliveries_still_runs_due_handlers(settings, db):
 
     assert len(sent_at) == 1
     assert len(handled_at) == 1 and handled_at[0] < sent_at[0]
+
+
+def test_a_claim_waits_for_sqlites_write_lock_and_then_takes_the_message(settings, db):
+    if not settings.is_sqlite:
+        pytest.skip("PostgreSQL has no database-wide write lock")
+    import sqlite3
+
+    source = unique()
+    add_source(db, settings, source)
+    add_message(db, source)
+    timeout_before = db.executesql("PRAGMA busy_timeout")[0][0]
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        other = sqlite3.connect(str(settings.sqlite_path), isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        holding.set()
+        release.wait(5)
+        other.execute("ROLLBACK")
+        other.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(5)
+    threading.Timer(0.3, release.set).start()
+    claimed = claim(db, now=NOW)
+    holder.join()
+
+    assert len(claimed) == 1
+    assert db.executesql("PRAGMA busy_timeout")[0][0] == timeout_before > 0

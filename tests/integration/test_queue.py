@@ -679,8 +679,8 @@ def test_record_and_claim_frees_the_slot_and_claims_into_it_in_one_commit(
     assert claim(db, at) == []  # the endpoint's one slot is taken
 
     writes = []
-    begin_write = queue._begin_write
-    monkeypatch.setattr(queue, "_begin_write", lambda db_: writes.append(1) or begin_write(db_))
+    begin_write = queue.begin_write
+    monkeypatch.setattr(queue, "begin_write", lambda db_: writes.append(1) or begin_write(db_))
     decisions, claimed = record_and_claim(db, [result(first, 200, started=at)], at + 1)
     monkeypatch.undo()
 

@@ -42,9 +42,9 @@ from common import (
 )
 
 _DELIVERY_INDEXES = (
-    "hookline_delivery_due_idx",
-    "hookline_delivery_lease_idx",
-    "hookline_delivery_endpoint_idx",
+    "hookline_delivery_due_ep_idx",
+    "hookline_delivery_in_flight_idx",
+    "hookline_delivery_by_endpoint_idx",
     "hookline_delivery_event_idx",
     "hookline_delivery_created_idx",
 )
@@ -172,7 +172,11 @@ def child(engine_env: dict, claims: int, capacity: int) -> None:
     plan = db.executesql(
         ("EXPLAIN QUERY PLAN " if engine_env.get("HOOKLINE_DATABASE_URL") is None else "EXPLAIN ")
         + dialect_sql(db, queue._CANDIDATES.format(skip_full="")),
-        placeholders=[time.time(), time.time() + queue.RATE_HORIZON_S, capacity * 4],
+        placeholders=[
+            time.time(),
+            time.time() + queue.RATE_HORIZON_S,
+            capacity * queue.CLAIM_WINDOW,
+        ],
     )
     db.commit()
     db.close()

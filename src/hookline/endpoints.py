@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from pydal import DAL
+from pydal.objects import Query
 
 from hookline import signing
 from hookline.endpoint_rules import EndpointChanges
@@ -33,6 +34,7 @@ __all__ = [
     "list_endpoints",
     "rotate_secret",
     "set_enabled",
+    "unfinished_deliveries",
     "update_endpoint",
 ]
 
@@ -167,10 +169,19 @@ def update_endpoint(
     return get_endpoint(db, endpoint_id), credentials
 
 
-def _discard_unfinished(db: DAL, endpoint_row_id: int, now: dt.datetime, why: str) -> int:
+def unfinished_deliveries(db: DAL, endpoint_row_id: int) -> Query:
+    """The endpoint's pending and sending deliveries: the unfinished range of the endpoint's
+    index (``finished_at`` is NULL), then the status, which is the truth."""
     table = db.hookline_delivery
-    query = (table.endpoint == endpoint_row_id) & table.status.belongs(("pending", "sending"))
-    return db(query).update(
+    return (
+        (table.endpoint == endpoint_row_id)
+        & (table.finished_at == None)
+        & table.status.belongs(("pending", "sending"))
+    )
+
+
+def _discard_unfinished(db: DAL, endpoint_row_id: int, now: dt.datetime, why: str) -> int:
+    return db(unfinished_deliveries(db, endpoint_row_id)).update(
         status="discarded", last_error=why, updated_at=now, finished_at=now, lease_owner=None
     )
 

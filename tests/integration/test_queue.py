@@ -12,6 +12,7 @@ import json
 import random
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -750,6 +751,33 @@ def test_a_claim_leaves_the_connections_durability_setting_as_it_found_it(db, ot
     at = to_epoch(t0)
     record(db, [result(first, 200, started=at), result(second, 200, started=at)], at + 1)
     assert {row.status for row in deliveries(other_db)} == {"succeeded"}
+
+
+def test_a_claims_commit_leaves_the_checkpoint_to_the_next_full_commit(db, settings, box, t0):
+    """SQLite: a lease's commit runs no automatic checkpoint, so the WAL grows across claims
+    where a checkpoint after each commit would start it over; the setting is restored."""
+    if is_postgres(db):
+        pytest.skip("PostgreSQL has no WAL checkpoint per commit")
+    make_endpoint(db, box)
+    publish(db, 3, now=t0)
+    db.commit()
+    db.executesql("PRAGMA wal_autocheckpoint=1")  # checkpoint after every commit
+    wal = Path(str(settings.sqlite_path) + "-wal")
+    at = to_epoch(t0)
+    sizes, leased = [], []
+    for _ in range(3):
+        leased += claim(db, at, capacity=1)
+        sizes.append(wal.stat().st_size)
+    assert len(leased) == 3
+    assert sizes[0] < sizes[1] < sizes[2], sizes
+    assert db.executesql("PRAGMA wal_autocheckpoint")[0][0] == 1
+
+    # A full commit checkpoints: the next write starts the WAL over instead of growing it.
+    record(db, [result(item, 200, started=at) for item in leased], at + 1)
+    after_record = wal.stat().st_size
+    publish(db, 1, now=t0)
+    db.commit()
+    assert wal.stat().st_size == after_record
 
 
 def _hold_sqlite_write_lock(settings, seconds: float) -> threading.Thread:

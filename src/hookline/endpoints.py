@@ -170,19 +170,21 @@ def update_endpoint(
 
 
 def unfinished_deliveries(db: DAL, endpoint_row_id: int) -> Query:
-    """The endpoint's pending and sending deliveries: the unfinished range of the endpoint's
-    index (``finished_at`` is NULL), then the status, which is the truth."""
+    """The endpoint's pending deliveries, being sent or not: the unfinished range of the
+    endpoint's index (``finished_at`` is NULL), then the status, which is the truth."""
     table = db.hookline_delivery
     return (
         (table.endpoint == endpoint_row_id)
         & (table.finished_at == None)
-        & table.status.belongs(("pending", "sending"))
+        & (table.status == "pending")
     )
 
 
 def _discard_unfinished(db: DAL, endpoint_row_id: int, now: dt.datetime, why: str) -> int:
+    # Leases go too: a result still in flight is then kept as an attempt and changes nothing.
+    db(db.hookline_lease.endpoint == endpoint_row_id).delete()
     return db(unfinished_deliveries(db, endpoint_row_id)).update(
-        status="discarded", last_error=why, updated_at=now, finished_at=now, lease_owner=None
+        status="discarded", last_error=why, updated_at=now, finished_at=now
     )
 
 

@@ -34,18 +34,21 @@ MAX_PAGE = 200
 _BATCH = 500
 
 
-def delivery_to_dict(row: Any, event: Any, endpoint: Any) -> dict[str, Any]:
-    """The public view of a delivery."""
+def delivery_to_dict(
+    row: Any, event: Any, endpoint: Any, *, leased: bool = False
+) -> dict[str, Any]:
+    """The public view of a delivery; ``leased``: a worker is sending it (status ``sending``)."""
+    status = "sending" if leased and row.status == "pending" else row.status
     return {
         "object": "delivery",
         "delivery_id": row.delivery_id,
         "event_id": event.event_id,
         "event_type": event.type,
         "endpoint_id": endpoint.endpoint_id,
-        "status": row.status,
+        "status": status,
         "attempts": row.attempts,
         "next_attempt_at": isoformat(from_epoch(row.next_attempt_at))
-        if row.status == "pending"
+        if status == "pending"
         else None,
         "last_status_code": row.last_status_code,
         "last_error": row.last_error,
@@ -79,9 +82,34 @@ def _joined(db: DAL, query: Any, limit: int | None = None) -> list[dict[str, Any
         orderby=~d.id,
         limitby=(0, limit) if limit else None,
     )
+    leased = _leased_among(db, [r.hookline_delivery.id for r in rows])
     return [
-        delivery_to_dict(r.hookline_delivery, r.hookline_event, r.hookline_endpoint) for r in rows
+        delivery_to_dict(
+            r.hookline_delivery,
+            r.hookline_event,
+            r.hookline_endpoint,
+            leased=r.hookline_delivery.id in leased,
+        )
+        for r in rows
     ]
+
+
+def _leased_among(db: DAL, delivery_rows: list[int]) -> set[int]:
+    """Which of these deliveries a worker holds a lease on (is sending)."""
+    if not delivery_rows:
+        return set()
+    lease = db.hookline_lease
+    return {r.delivery for r in db(lease.delivery.belongs(delivery_rows)).select(lease.delivery)}
+
+
+def _status_query(db: DAL, status: str) -> Any:
+    # "sending" is stored as a pending delivery with a lease (queue.py).
+    d, lease = db.hookline_delivery, db.hookline_lease
+    if status == "sending":
+        return (d.status == "pending") & d.id.belongs(db(lease)._select(lease.delivery))
+    if status == "pending":
+        return (d.status == "pending") & ~d.id.belongs(db(lease)._select(lease.delivery))
+    return d.status == status
 
 
 def _find(db: DAL, delivery_id: str) -> Any:
@@ -120,7 +148,7 @@ def list_deliveries(
             raise NotFound(f"no event {event_id!r}")
         query &= d.event == event.id
     if status is not None:
-        query &= d.status == status
+        query &= _status_query(db, status)
     if cursor is not None:
         query &= d.id < cursor
     limit = max(1, min(limit, MAX_PAGE))
@@ -139,7 +167,7 @@ def retry_delivery(db: DAL, delivery_id: str, *, now: dt.datetime | None = None)
     """Send a delivery again now (whatever it ended as), unless it is being sent right now."""
     now = now or utcnow()
     row = _find(db, delivery_id)
-    if row.status == "sending":
+    if _leased_among(db, [row.id]):
         raise Conflict(
             f"delivery {delivery_id} is being sent right now", errors={"status": "sending"}
         )

@@ -23,26 +23,18 @@ _INDEXES = (
     " ON hookline_inbox (next_attempt_at) WHERE status = 'received'",
     "CREATE INDEX IF NOT EXISTS hookline_inbox_lease_idx"
     " ON hookline_inbox (lease_until) WHERE status = 'processing'",
-    # A claim changes a delivery's status, so each index below that involves the status is one a
-    # claim writes to. They are kept few and small, and each is written at its time-ordered or
-    # per-endpoint end rather than at the delivery's place among millions (a claim of 100 at a
-    # million pending went from 11 to 6 ms on SQLite; docs/benchmarks.md).
+    # A lease is a row of hookline_lease, not a change to the delivery: the delivery row and
+    # its indexes are written when the attempt is recorded, not when it is claimed (a claim of
+    # 100 at a million pending: 11 ms when it rewrote the rows, docs/benchmarks.md).
     #
     # The claim reads due deliveries in time order from this partial index: O(log n) however
     # many deliveries wait in the future or are finished. It carries the endpoint, so choosing
     # candidates reads no delivery row.
     "CREATE INDEX IF NOT EXISTS hookline_delivery_due_ep_idx"
     " ON hookline_delivery (next_attempt_at, endpoint) WHERE status = 'pending'",
-    # Deliveries being sent: in-flight counts per endpoint, and leases that ran out (a scan of
-    # what is in flight, which the workers' capacity bounds). The status column is redundant in
-    # the key, but without it SQLite's planner ties this index with the next one and may take
-    # that, reading the endpoint's whole history.
-    "CREATE INDEX IF NOT EXISTS hookline_delivery_in_flight_idx"
-    " ON hookline_delivery (endpoint, status, lease_until) WHERE status = 'sending'",
     # An endpoint's deliveries, unfinished ones first: FIFO's "is an earlier one unfinished?",
     # discarding an endpoint's unfinished deliveries, its history, cascading deletes. finished_at
-    # is NULL exactly while a delivery is pending or sending (queries still test the status);
-    # a lease does not change it, so claiming does not touch this index.
+    # is NULL exactly while a delivery is pending (queries still test the status).
     "CREATE INDEX IF NOT EXISTS hookline_delivery_by_endpoint_idx"
     " ON hookline_delivery (endpoint, finished_at, id)",
     "CREATE INDEX IF NOT EXISTS hookline_delivery_event_idx ON hookline_delivery (event)",
@@ -51,16 +43,21 @@ _INDEXES = (
     "CREATE INDEX IF NOT EXISTS hookline_attempt_started_idx ON hookline_attempt (started_at)",
     "CREATE INDEX IF NOT EXISTS hookline_endpoint_secret_idx"
     " ON hookline_endpoint_secret (endpoint)",
+    # In-flight counts per endpoint. (Leases that ran out are found by reading the table: it
+    # holds only what is in flight, and an index on the end would cost every lease a write.)
+    "CREATE INDEX IF NOT EXISTS hookline_lease_endpoint_idx ON hookline_lease (endpoint)",
 )
 
 # Indexes an earlier version created; dropped when found.
 _RETIRED_INDEXES = (
     "hookline_delivery_due_idx",
     "hookline_delivery_lease_idx",
+    "hookline_delivery_in_flight_idx",
     "hookline_delivery_endpoint_idx",
 )
 
-#: Delivery states (DESIGN §5).
+#: Delivery states (DESIGN §5). ``sending`` is not stored: it is a ``pending`` delivery with a
+#: row in ``hookline_lease``.
 DELIVERY_STATUSES = ("pending", "sending", "succeeded", "failed", "discarded")
 
 
@@ -190,6 +187,7 @@ def _define_delivery_tables(db: DAL, migrate: bool) -> None:
         Field("status", "string", length=16, notnull=True, default="pending"),
         Field("attempts", "integer", notnull=True, default=0),
         Field("next_attempt_at", "double", notnull=True),
+        # Unused since leases moved to hookline_lease; kept so that no migration drops columns.
         Field("lease_until", "double"),
         Field("lease_owner", "string", length=64),
         Field("last_status_code", "integer"),
@@ -197,6 +195,21 @@ def _define_delivery_tables(db: DAL, migrate: bool) -> None:
         Field("created_at", "datetime", notnull=True),
         Field("updated_at", "datetime", notnull=True),
         Field("finished_at", "datetime"),
+        migrate=migrate,
+    )
+    # A delivery being sent: at most one lease per delivery (the unique key is what two
+    # PostgreSQL workers racing for the same delivery meet on). ``attempt`` is the number this
+    # send will be recorded as; the delivery's own ``attempts`` counts recorded ones. No foreign
+    # key: its check locked the delivery row per lease (a third of a PostgreSQL claim's insert),
+    # and a lease outlives its delivery only if that was purged while in flight, which the
+    # recovery of expired leases then clears.
+    db.define_table(
+        "hookline_lease",
+        Field("delivery", "integer", notnull=True, unique=True),
+        Field("endpoint", "integer", notnull=True),
+        Field("owner", "string", length=64, notnull=True),
+        Field("attempt", "integer", notnull=True),
+        Field("until_at", "double", notnull=True),
         migrate=migrate,
     )
     db.define_table(
@@ -237,8 +250,25 @@ def ensure_indexes(db: DAL) -> None:
         if name not in existing:
             db.executesql(statement)
             db.commit()
+    if existing & {"hookline_delivery_lease_idx", "hookline_delivery_in_flight_idx"}:
+        # A database of a version that stored leases in the delivery row; those partial indexes
+        # (WHERE status = 'sending') find its leased rows without reading the table.
+        _release_stored_sending(db)
     # After the new ones exist, so no query goes without its index meanwhile.
     for name in _RETIRED_INDEXES:
         if name in existing:
             db.executesql(f"DROP INDEX IF EXISTS {name}")
             db.commit()
+
+
+def _release_stored_sending(db: DAL) -> int:
+    """Make deliveries that an earlier version stored as ``sending`` pending again.
+
+    Their leases were columns of the delivery, which this version no longer reads: they are sent
+    again (at least once), and a late result from an old worker is kept as an attempt only.
+    """
+    count = db(db.hookline_delivery.status == "sending").update(
+        status="pending", lease_owner=None, lease_until=None
+    )
+    db.commit()
+    return count

@@ -143,7 +143,7 @@ class Worker:
         self._box = load_secret_box(self.settings.secret_key or None, self.settings.data_dir)
         waker = asyncio.create_task(self._wakeups())
         purger = asyncio.create_task(self._purge_daily()) if not self.burst else None
-        last_recover = last_heartbeat = self.clock()
+        last_recover = last_heartbeat = last_vacuum = self.clock()
         last_recover -= RECOVER_EVERY_S
         try:
             while True:
@@ -165,6 +165,12 @@ class Worker:
                         await self._on_db(
                             handlers.recover_messages, self._db, now=now, policy=self.policy
                         )
+                    if (
+                        not self.settings.is_sqlite
+                        and now - last_vacuum >= queue.LEASE_VACUUM_EVERY_S
+                    ):
+                        last_vacuum = now
+                        await self._on_db(queue.vacuum_leases, self._db)
                     if now - last_heartbeat >= self.settings.lease_seconds / 3:
                         last_heartbeat = now
                         await self._heartbeat(now)

@@ -13,6 +13,7 @@ import random
 
 import pytest
 
+from delivery_rows import seen_deliveries
 from hookline import endpoints, operations, outbox, queue, secretbox, signing
 from hookline.endpoint_rules import parse_endpoint
 from hookline.errors import Conflict, NotFound, ValidationFailed
@@ -51,12 +52,7 @@ def row_id(db, endpoint_id: str) -> int:
 
 
 def deliveries(db, **where) -> list:
-    db.commit()
-    d = db.hookline_delivery
-    query = d.id > 0
-    for name, value in where.items():
-        query &= d[name] == value
-    return list(db(query).select(orderby=d.id))
+    return seen_deliveries(db, **where)  # a fresh snapshot: see what the queue committed
 
 
 def event_row(db, event_id: str):

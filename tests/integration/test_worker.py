@@ -15,6 +15,7 @@ import time
 import pytest
 import standardwebhooks
 
+from delivery_rows import seen_deliveries
 from hookline import endpoints, outbox, queue, signing
 from hookline.endpoint_rules import parse_endpoint
 from hookline.netguard import NetworkPolicy
@@ -53,8 +54,7 @@ def lower(headers) -> dict[str, str]:
 
 
 def deliveries(db) -> list:
-    db.commit()
-    return list(db(db.hookline_delivery).select(orderby=db.hookline_delivery.id))
+    return seen_deliveries(db)
 
 
 def payload_of(db, event_id: str) -> bytes:

@@ -724,8 +724,10 @@ def vacuum_leases(db: DAL) -> None:
     a vacuum. In-flight counts then read them all: after 300 claims of 100 without a vacuum,
     counting took 6 ms of a claim. Autovacuum looks at a database once a minute; the worker
     calls this every ``LEASE_VACUUM_EVERY_S``. The table holds only what is in flight, so this
-    is quick, and it does not block claims or records (``SKIP_LOCKED``: if another worker is
-    vacuuming it, this one does not wait).
+    is quick, and it does not block claims or records: ``SKIP_LOCKED`` (if another worker is
+    vacuuming it, this one does not wait) and no ``TRUNCATE`` (giving empty pages back takes an
+    exclusive lock, which every other worker's claim would wait for, and VACUUM keeps trying to
+    get it for up to 5 s while those workers hold theirs).
     """
     if not is_postgres(db):
         return
@@ -733,7 +735,7 @@ def vacuum_leases(db: DAL) -> None:
     connection = db._adapter.connection
     connection.autocommit = True  # VACUUM cannot run inside a transaction
     try:
-        connection.cursor().execute("VACUUM (SKIP_LOCKED) hookline_lease")
+        connection.cursor().execute("VACUUM (SKIP_LOCKED, TRUNCATE FALSE) hookline_lease")
     finally:
         connection.autocommit = False
 

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import random
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import psycopg2
 from psycopg2.extras import execute_values
 from pydal import DAL
 
@@ -55,6 +57,8 @@ __all__ = [
     "recover_expired",
     "vacuum_leases",
 ]
+
+log = logging.getLogger(__name__)
 
 #: How far ahead a rate-limited endpoint's slots may be handed out in one claim.
 RATE_HORIZON_S = 1.0
@@ -736,6 +740,10 @@ def vacuum_leases(db: DAL) -> None:
     connection.autocommit = True  # VACUUM cannot run inside a transaction
     try:
         connection.cursor().execute("VACUUM (SKIP_LOCKED, TRUNCATE FALSE) hookline_lease")
+    except psycopg2.Error as error:
+        # Housekeeping: autovacuum still comes by, and claims only get slower without it. A
+        # worker must not stop sending over it (a server older than PostgreSQL 12, say).
+        log.warning("could not vacuum hookline_lease: %s", error)
     finally:
         connection.autocommit = False
 

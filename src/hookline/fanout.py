@@ -65,7 +65,6 @@ _INSERT_DELIVERY_HEAD = (
     "INSERT INTO hookline_delivery (delivery_id, event, endpoint, status, attempts,"
     " next_attempt_at, created_at, updated_at)"
 )
-_INSERT_DELIVERY = _INSERT_DELIVERY_HEAD + " VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)"
 
 
 def fan_out(
@@ -73,28 +72,36 @@ def fan_out(
 ) -> list[int]:
     """Insert a pending delivery of the event for each endpoint; return their row ids."""
     sql = as_sql(db)
-    due = to_epoch(now)
-    stamp = sql.when(now)
-    created = [
-        sql.insert(_INSERT_DELIVERY, (new_id("dlv"), event_row_id, endpoint_id, due, stamp, stamp))
-        for endpoint_id in endpoint_ids
-    ]
-    if created and sql.postgres:
-        sql.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+    rows = _delivery_rows(sql, event_row_id, endpoint_ids, now)
+    created = [int(row[0]) for row in sql.insert_rows(_INSERT_DELIVERY_HEAD, rows, returning="id")]
+    _notify(sql, rows)
     return created
 
 
 def fan_out_many(sql: SqlConn, events: list[tuple[int, list[int], dt.datetime]]) -> int:
     """``fan_out`` for several events (``(event row id, endpoint ids, now)``) with multi-row
     inserts; return how many deliveries were created."""
-    rows = []
-    for event_row_id, endpoint_ids, now in events:
-        due, stamp = to_epoch(now), sql.when(now)
-        rows.extend(
-            (new_id("dlv"), event_row_id, endpoint_id, "pending", 0, due, stamp, stamp)
-            for endpoint_id in endpoint_ids
-        )
+    rows = [
+        row
+        for event_row_id, endpoint_ids, now in events
+        for row in _delivery_rows(sql, event_row_id, endpoint_ids, now)
+    ]
     sql.insert_rows(_INSERT_DELIVERY_HEAD, rows)
+    _notify(sql, rows)
+    return len(rows)
+
+
+def _delivery_rows(
+    sql: SqlConn, event_row_id: int, endpoint_ids: list[int], now: dt.datetime
+) -> list[tuple]:
+    due, stamp = to_epoch(now), sql.when(now)
+    return [
+        (new_id("dlv"), event_row_id, endpoint_id, "pending", 0, due, stamp, stamp)
+        for endpoint_id in endpoint_ids
+    ]
+
+
+def _notify(sql: SqlConn, rows: list[tuple]) -> None:
+    # PostgreSQL sends it at commit, to the workers' LISTEN; SQLite's workers watch the WAL.
     if rows and sql.postgres:
         sql.execute(f"NOTIFY {NOTIFY_CHANNEL}")
-    return len(rows)

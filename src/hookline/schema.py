@@ -52,7 +52,6 @@ _INDEXES = (
 _RETIRED_INDEXES = (
     "hookline_delivery_due_idx",
     "hookline_delivery_lease_idx",
-    "hookline_delivery_in_flight_idx",
     "hookline_delivery_endpoint_idx",
 )
 
@@ -250,9 +249,9 @@ def ensure_indexes(db: DAL) -> None:
         if name not in existing:
             db.executesql(statement)
             db.commit()
-    if existing & {"hookline_delivery_lease_idx", "hookline_delivery_in_flight_idx"}:
-        # A database of a version that stored leases in the delivery row; those partial indexes
-        # (WHERE status = 'sending') find its leased rows without reading the table.
+    if "hookline_delivery_lease_idx" in existing:
+        # A database of a version that stored leases in the delivery row; that partial index
+        # (WHERE status = 'sending') finds its leased rows without reading the table.
         _release_stored_sending(db)
     # After the new ones exist, so no query goes without its index meanwhile.
     for name in _RETIRED_INDEXES:

@@ -618,3 +618,22 @@ def test_purge_keeps_an_old_event_while_a_recent_replay_of_it_is_kept(db, box, t
     assert [r.delivery_id for r in deliveries(db)] == [replayed]
     assert event_row(db, event_id) is not None
     assert operations.get_delivery(db, replayed)["event_id"] == event_id
+
+
+def test_a_leased_delivery_is_shown_and_listed_as_sending(db, box, t0):
+    """A delivery being sent is stored as pending with a lease: operators see ``sending`` (no
+    next attempt time), the ``sending`` filter finds it and the ``pending`` filter does not."""
+    view, _ = create(db, box)
+    outbox.publish(db, "ping", {"n": 1}, now=t0)
+    outbox.publish(db, "ping", {"n": 2}, now=t0 + dt.timedelta(hours=1))
+    db.commit()
+    [item] = queue.claim(db, "w", now=to_epoch(t0) + 1, capacity=5, lease_s=60)
+
+    shown = operations.get_delivery(db, item.delivery_id)
+    assert (shown["status"], shown["next_attempt_at"], shown["attempts"]) == ("sending", None, 0)
+    ep = view["endpoint_id"]
+    sending = operations.list_deliveries(db, status="sending", endpoint_id=ep)["data"]
+    pending = operations.list_deliveries(db, status="pending", endpoint_id=ep)["data"]
+    assert [d["delivery_id"] for d in sending] == [item.delivery_id]
+    assert len(pending) == 1 and pending[0]["delivery_id"] != item.delivery_id
+    assert pending[0]["status"] == "pending"

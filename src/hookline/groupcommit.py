@@ -142,12 +142,30 @@ class GroupCommitter:
             raise job.error
         return job.result
 
+    def run_batch(
+        self, work: list[tuple[Callable[[SqlConn], Any], tuple[BatchRunner, Any] | None]]
+    ) -> list[tuple[Any, BaseException | None]]:
+        """Run ``(unit, together)`` pairs as one batch in the calling thread; return each
+        one's ``(result, error)`` once committed (a failed commit: ``ServiceUnavailable``).
+
+        For a caller that is itself the only committer, a loop gathering requests from
+        sockets (``hookline.writer``); not to be mixed with ``run`` on the same committer.
+        """
+        batch = [_Job(unit, together) for unit, together in work]
+        if batch:
+            self._commit_batch(batch)
+        return [(job.result, job.error) for job in batch]
+
     def close(self) -> None:
         """Stop the committer thread after the units already queued."""
         if self._thread is not None and self._pid == os.getpid():
             self._queue.put(None)
             self._thread.join(timeout=WAIT_SECONDS)
             self._thread = None
+
+    def close_connection(self) -> None:
+        """Close the connection ``run_batch`` opened (its owner is done with the committer)."""
+        self._reset()
 
     def _take_waiting(self, batch: list[_Job]) -> bool:
         """Move the queued jobs into ``batch`` (up to ``max_batch``); True if told to stop."""

@@ -8,6 +8,7 @@ half-written; a duplicate message id is answered from the inbox and not processe
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ from pydal import DAL
 from hookline import inbound, inbox, order_rules, orders
 from hookline.database import driver_errors
 from hookline.errors import ClientError, Conflict, NotFound, RequestRefused, StaleWrite
-from hookline.groupcommit import SOLO, GroupCommitter
+from hookline.groupcommit import SOLO, BatchRunner, GroupCommitter
 from hookline.inbound import check_headers
 from hookline.order_rules import OrderChanges
 from hookline.secretbox import SecretBox
@@ -36,8 +37,10 @@ from hookline.webio import (
 __all__ = [
     "ORDERS_SOURCE",
     "SUCCESS",
+    "GroupedOrder",
     "receive_order_webhook",
     "receive_order_webhook_grouped",
+    "start_grouped",
 ]
 
 SUCCESS = {"status": "success", "message": "Webhook processed"}
@@ -224,6 +227,84 @@ def _process_together(sql: SqlConn, items: list[_Queued]) -> list[Response | Non
     return results
 
 
+class GroupedOrder:
+    """One request to the seed webhook on its way through a group committer: each ``job()`` is
+    a fresh try (new ids), for the committer's next batch; ``answer(result, error)`` says what
+    the caller gets for that try, or None when a lost race calls for another.
+
+    Shared by ``receive_order_webhook_grouped``, which waits for each try in the request's
+    thread, and the ingest writer (``hookline.writer``), which runs many tries per batch in one
+    thread and answers each over its socket.
+    """
+
+    __slots__ = ("_max_body_bytes", "_message_id", "_now", "_parsed", "_request", "tries")
+
+    def __init__(
+        self,
+        request: Request,
+        message_id: str | None,
+        parsed: OrderChanges | ClientError,
+        max_body_bytes: int,
+        now: dt.datetime,
+    ) -> None:
+        self._request = request
+        self._message_id = message_id
+        self._parsed = parsed
+        self._max_body_bytes = max_body_bytes
+        self._now = now
+        self.tries = 0
+
+    def job(self) -> tuple[Callable[[SqlConn], Response | None], tuple[BatchRunner, _Queued]]:
+        """The next try: ``(unit, together)`` for ``GroupCommitter``."""
+        self.tries += 1
+        request, message_id, parsed, now = self._request, self._message_id, self._parsed, self._now
+        max_body_bytes = self._max_body_bytes
+        prepared = _prepare(request, message_id, parsed, now)  # fresh ids for each try
+
+        def unit(sql: SqlConn) -> Response | None:
+            if not _admit_unsigned(sql, request, max_body_bytes):
+                return None
+            return _process(sql, message_id, parsed, prepared, now)
+
+        return unit, (
+            _process_together,
+            _Queued(request, message_id, parsed, prepared, max_body_bytes),
+        )
+
+    def answer(
+        self, result: Response | None, error: BaseException | None, race: tuple[type, ...]
+    ) -> tuple[bool, Response | None]:
+        """``(done, response)`` for a try that returned ``result`` or raised ``error``;
+        ``race`` are the exceptions of a lost uniqueness race. Not done: try again. A done
+        ``None``: the orders source verifies signatures, nothing was written."""
+        if error is None:
+            return True, result
+        if isinstance(error, (*race, StaleWrite)):
+            if self.tries >= _RACE_RETRIES:
+                return True, error_response(
+                    Conflict("a concurrent request changed the same order; retry")
+                )
+            return False, None
+        if isinstance(error, RequestRefused):
+            return True, error_response(error)
+        raise error
+
+
+def start_grouped(
+    request: Request, *, max_body_bytes: int, now: dt.datetime | None = None
+) -> Response | GroupedOrder:
+    """The checks that need no database (method, headers, parsing): an answer now, or the
+    ``GroupedOrder`` to hand to a group committer."""
+    if request.method != "POST":
+        return text_response(400, "Invalid request")
+    try:
+        check_headers(request)
+        message_id = inbox.message_id_of(request)
+    except RequestRefused as error:
+        return error_response(error)
+    return GroupedOrder(request, message_id, _parse(request), max_body_bytes, now or utcnow())
+
+
 def receive_order_webhook_grouped(
     committer: GroupCommitter,
     request: Request,
@@ -237,30 +318,15 @@ def receive_order_webhook_grouped(
     Returns ``None``, having written nothing, when the orders source verifies signatures: the
     caller then answers with ``receive_order_webhook`` and the secret box.
     """
-    if request.method != "POST":
-        return text_response(400, "Invalid request")
-    now = now or utcnow()
-    try:
-        check_headers(request)
-        message_id = inbox.message_id_of(request)
-        parsed = _parse(request)
-
-        for attempt in range(_RACE_RETRIES):
-            prepared = _prepare(request, message_id, parsed, now)  # fresh ids for each try
-
-            def unit(sql: SqlConn, prepared: _Prepared = prepared) -> Response | None:
-                if not _admit_unsigned(sql, request, max_body_bytes):
-                    return None
-                return _process(sql, message_id, parsed, prepared, now)
-
-            queued = _Queued(request, message_id, parsed, prepared, max_body_bytes)
-            try:
-                return committer.run(unit, together=(_process_together, queued))
-            except (*committer.integrity_errors, StaleWrite):
-                if attempt == _RACE_RETRIES - 1:
-                    return error_response(
-                        Conflict("a concurrent request changed the same order; retry")
-                    )
-        raise AssertionError("unreachable")
-    except RequestRefused as error:
-        return error_response(error)
+    order = start_grouped(request, max_body_bytes=max_body_bytes, now=now)
+    if isinstance(order, Response):
+        return order
+    while True:
+        unit, together = order.job()
+        try:
+            result, error = committer.run(unit, together=together), None
+        except Exception as raised:  # judged by ``answer``, which re-raises the unexpected
+            result, error = None, raised
+        done, response = order.answer(result, error, committer.integrity_errors)
+        if done:
+            return response

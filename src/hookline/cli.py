@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -21,6 +22,9 @@ from hookline import __version__, apikeys
 from hookline.config import Settings, default_web_workers
 from hookline.database import connect, migrate
 from hookline.errors import ConfigError, HooklineError
+
+if TYPE_CHECKING:
+    from hookline.writer import WriterProcess
 
 __all__ = ["main"]
 
@@ -107,15 +111,33 @@ def serve(host: str, port: int, workers: int, with_worker: bool | None) -> None:
         if run_worker
         else None
     )
+    writer = _start_ingest_writer(settings)
     try:
-        serve_app(settings)
+        serve_app(settings, with_writer=writer is not None)
     finally:
+        if writer is not None:
+            writer.stop()  # after the web processes: nothing forwarded goes unanswered
         if worker is not None:
             worker.terminate()  # the worker finishes its in-flight attempts, then exits
             try:
                 worker.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 worker.kill()
+
+
+def _start_ingest_writer(settings: Settings) -> WriterProcess | None:
+    """Start the seed webhook's writer process and point the web processes at it; None when
+    it is off or does not come up (the web processes then commit in groups themselves)."""
+    if not (settings.group_commit and settings.ingest_writer):
+        return None
+    from hookline.writer import SOCKET_ENV, WriterProcess
+
+    writer = WriterProcess([sys.executable, "-m", "hookline.writer"], preexec_fn=_die_with_parent())
+    if not writer.start():
+        click.echo("  ingest writer: did not start; each web process commits its own", err=True)
+        return None
+    os.environ[SOCKET_ENV] = str(writer.path)
+    return writer
 
 
 def _die_with_parent() -> Callable[[], None] | None:

@@ -27,7 +27,8 @@ SETTINGS_HELP: dict[str, tuple[str, str]] = {
     "HOOKLINE_WEB_WORKERS": ("the number of CPUs, at most 8", "web server processes"),
     "HOOKLINE_WEB_THREADS": (
         "64",
-        "request threads per web process (many let the seed webhook's commits batch up)",
+        "threads per web process running the py4web app (without the ingest writer, many let"
+        " the seed webhook's commits batch up)",
     ),
     "HOOKLINE_MAX_BODY_BYTES": ("1048576", "largest request body accepted (413 above it)"),
     "HOOKLINE_SQLITE_SYNCHRONOUS": ("FULL", "SQLite `synchronous` pragma: FULL or NORMAL"),
@@ -36,6 +37,11 @@ SETTINGS_HELP: dict[str, tuple[str, str]] = {
     "HOOKLINE_GROUP_COMMIT": (
         "true",
         "commit the seed webhook's writes in shared batches (one commit per batch)",
+    ),
+    "HOOKLINE_INGEST_WRITER": (
+        "true",
+        "`hookline serve`: batch the seed webhook's writes in one writer process for all web"
+        " processes (with group commit on)",
     ),
     "HOOKLINE_SECRET_KEY": (
         "generated into <data dir>/secret.key",
@@ -113,6 +119,7 @@ class Settings:
     sqlite_busy_timeout_ms: int = 10_000
     db_pool_size: int = 10
     group_commit: bool = True
+    ingest_writer: bool = True
     secret_key: str = field(default="", repr=False)
     allow_networks: str = ""
     https_only: bool = False
@@ -170,6 +177,7 @@ class Settings:
             sqlite_busy_timeout_ms=_int(env, "HOOKLINE_SQLITE_BUSY_TIMEOUT_MS", 10_000, 0, 600_000),
             db_pool_size=_int(env, "HOOKLINE_DB_POOL_SIZE", 10, 0, 1000),
             group_commit=_bool(env, "HOOKLINE_GROUP_COMMIT", True),
+            ingest_writer=_bool(env, "HOOKLINE_INGEST_WRITER", True),
             secret_key=env.get("HOOKLINE_SECRET_KEY", "").strip(),
             allow_networks=env.get("HOOKLINE_ALLOW_NETWORKS", "").strip(),
             https_only=_bool(env, "HOOKLINE_HTTPS_ONLY", False),

@@ -1,9 +1,11 @@
-"""`hookline serve` as a process tree: the delivery worker it starts does not outlive it."""
+"""`hookline serve` as a process tree: the delivery worker and the ingest writer it starts do not
+outlive it, and a writer that dies is started again."""
 
 from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
@@ -45,3 +47,53 @@ def test_a_killed_serve_takes_its_delivery_worker_with_it(own_server):
     while _alive(workers[0]) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(workers[0]), "the delivery worker outlived `hookline serve`"
+
+
+def _writer_of(serve_pid: int) -> int:
+    writers = [pid for pid, cmd in _children(serve_pid) if "hookline.writer" in cmd]
+    assert len(writers) == 1, _children(serve_pid)
+    return writers[0]
+
+
+def _post_order(server, order_id: str):
+    return server.request(
+        "POST",
+        "/myapp/webhook",
+        f"order_id={order_id}&product_name=kettle",
+        {"Content-Type": "application/x-www-form-urlencoded"},
+    )
+
+
+def test_a_killed_serve_takes_its_ingest_writer_with_it(own_server):
+    writer = _writer_of(own_server.process.pid)
+
+    os.kill(own_server.process.pid, signal.SIGKILL)
+    own_server.process.wait(timeout=10)
+
+    deadline = time.monotonic() + 20
+    while _alive(writer) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(writer), "the ingest writer outlived `hookline serve`"
+
+
+def test_a_dead_ingest_writer_is_restarted_and_only_503s_meanwhile(own_server):
+    before = _writer_of(own_server.process.pid)
+    assert _post_order(own_server, "before").status == 200
+
+    os.kill(before, signal.SIGKILL)
+    statuses = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        answer = _post_order(own_server, f"during-{len(statuses)}")
+        statuses.append(answer.status)
+        if answer.status == 200:
+            break
+        assert answer.status == 503 and answer.headers.get("retry-after"), answer
+        time.sleep(0.1)
+
+    assert statuses[-1] == 200, statuses
+    assert _writer_of(own_server.process.pid) != before
+    with sqlite3.connect(own_server.data_dir / "hookline.sqlite") as database:
+        stored = {row[0] for row in database.execute("SELECT order_id FROM hookline_order")}
+    # Every 2xx was stored; a 503 stored nothing.
+    assert stored == {"before", f"during-{len(statuses) - 1}"}

@@ -1,6 +1,7 @@
 """The seed's order webhook (``hookline.receiver``) against a real database, on both backends,
-through both of its paths: a pydal transaction per request, and the group committer (two of
-them in the concurrency tests, as two web processes would have).
+through each of its paths: a pydal transaction per request, the group committer (two of them
+in the concurrency tests, as two web processes would have), and the ingest writer that
+`hookline serve` runs (a real Unix socket; a client per request thread, as in a web process).
 
 Guarantee 3: an accepted request is stored (and its work committed) before the 2xx, and a
 duplicate message id is answered like the first and never processed twice. Guarantee 4: bad
@@ -9,11 +10,15 @@ input gets a clear 4xx with nothing written, never a 5xx or a crash, also under 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import json
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +31,7 @@ from hookline.netguard import NetworkPolicy
 from hookline.order_rules import parse_patch
 from hookline.receiver import receive_order_webhook, receive_order_webhook_grouped
 from hookline.webio import Request, Response
+from hookline.writer import IngestWriter, WriterLink
 
 FORM = "application/x-www-form-urlencoded"
 SEED_BODY = b"order_id=1234&product_name=example"
@@ -37,11 +43,47 @@ NOW = dt.datetime(2026, 3, 1, 12, 0, 0)
 _COMMITTERS: list[GroupCommitter] = []
 
 
-@pytest.fixture(params=["per-request", "grouped"], autouse=True)
+class _WriterPath:
+    """An ``IngestWriter`` serving from a thread, reached through a ``WriterLink`` as a web
+    process would (a link per call here: each call runs its own event loop)."""
+
+    def __init__(self, settings) -> None:
+        self.directory = tempfile.mkdtemp(prefix="hl-")  # short: Unix socket paths are
+        self.now: dt.datetime | None = None
+        self.writer = IngestWriter(
+            GroupCommitter(connect_for(settings)),
+            Path(self.directory) / "w.sock",
+            max_body_bytes=LIMIT,
+            clock=lambda: self.now,
+        )
+        self.thread = threading.Thread(target=self.writer.serve, daemon=True)
+        self.thread.start()
+
+    def receive(self, request: Request, *, max_body_bytes: int, now: dt.datetime | None):
+        # The writer has one limit and one clock; every call of a test passes the same ones.
+        self.writer.max_body_bytes, self.now = max_body_bytes, now
+        return asyncio.run(WriterLink(self.writer.path).receive(request))
+
+    def close(self) -> None:
+        self.writer.stop()
+        self.thread.join(10)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+_WRITER: list[_WriterPath] = []
+
+
+@pytest.fixture(params=["per-request", "grouped", "writer"], autouse=True)
 def receiver_path(request, settings):
-    """Run every test once per path; ``grouped`` answers through two group committers."""
+    """Run every test once per path; ``grouped`` answers through two group committers,
+    ``writer`` through the ingest writer."""
     if request.param == "per-request":
         yield
+        return
+    if request.param == "writer":
+        _WRITER.append(_WriterPath(settings))
+        yield
+        _WRITER.pop().close()
         return
     _COMMITTERS[:] = [GroupCommitter(connect_for(settings)) for _ in range(2)]
     yield
@@ -51,9 +93,15 @@ def receiver_path(request, settings):
 
 
 def _receive(db, request: Request, n: int = 0, **options: Any) -> Response:
-    if not _COMMITTERS:
+    if _WRITER:
+        response = _WRITER[0].receive(
+            request, max_body_bytes=options["max_body_bytes"], now=options.get("now")
+        )
+    elif not _COMMITTERS:
         return receive_order_webhook(db, request, **options)
-    response = receive_order_webhook_grouped(_COMMITTERS[n % len(_COMMITTERS)], request, **options)
+    else:
+        committer = _COMMITTERS[n % len(_COMMITTERS)]
+        response = receive_order_webhook_grouped(committer, request, **options)
     assert response is not None  # only a signed orders source sends it back to pydal
     return response
 

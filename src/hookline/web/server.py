@@ -22,15 +22,29 @@ def create_wsgi_app(settings: Settings):
     return py4web.core.wsgi(apps_folder=str(APPS_FOLDER), yes=True, logging_level=30)
 
 
-def serve(settings: Settings) -> None:
-    """Serve the app on ``settings.host:port`` with granian until interrupted."""
-    serve_wsgi(
-        "hookline.web.wsgi:app",
-        host=settings.host,
+def serve(settings: Settings, *, with_writer: bool = False) -> None:
+    """Serve the app on ``settings.host:port`` with granian until interrupted: through the ASGI
+    front when the ingest writer runs (``with_writer``), else py4web's WSGI app directly."""
+    if not with_writer:
+        serve_wsgi(
+            "hookline.web.wsgi:app",
+            host=settings.host,
+            port=settings.port,
+            workers=settings.web_workers,
+            threads=settings.web_threads,
+        )
+        return
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    Granian(
+        "hookline.web.asgi:app",
+        address=settings.host,
         port=settings.port,
+        interface=Interfaces.ASGI,
         workers=settings.web_workers,
-        threads=settings.web_threads,
-    )
+        log_access=False,
+    ).serve()
 
 
 def serve_wsgi(target: str, *, host: str, port: int, workers: int, threads: int) -> None:

@@ -1,0 +1,19 @@
+"""The ASGI entry point (``hookline.web.asgi:app``) that ``hookline serve`` gives granian when the
+ingest writer runs: ``HOOKLINE_WRITER_SOCKET`` says where it listens."""
+
+from __future__ import annotations
+
+import os
+
+from hookline.config import Settings
+from hookline.web.front import Front
+from hookline.web.server import create_wsgi_app
+from hookline.writer import SOCKET_ENV, WriterLink
+
+_settings = Settings.from_env()
+app = Front(
+    create_wsgi_app(_settings),
+    WriterLink(os.environ[SOCKET_ENV]),
+    max_body_bytes=_settings.max_body_bytes,
+    threads=_settings.web_threads,
+)

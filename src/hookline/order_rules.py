@@ -73,11 +73,11 @@ class OrderChanges:
 
     def given(self) -> dict[str, Any]:
         """The fields that were given, without ``order_id`` and ``status``."""
-        return {
-            f.name: getattr(self, f.name)
-            for f in fields(self)
-            if f.name not in ("order_id", "status") and getattr(self, f.name) is not None
-        }
+        return {name: value for name in _GIVEN_FIELDS if (value := getattr(self, name)) is not None}
+
+
+# Looked up once: ``dataclasses.fields`` rebuilds its tuple on every call.
+_GIVEN_FIELDS = tuple(f.name for f in fields(OrderChanges) if f.name not in ("order_id", "status"))
 
 
 def _scalar(raw: Any, name: str, errors: dict[str, str]) -> Any:

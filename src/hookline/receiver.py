@@ -44,6 +44,8 @@ __all__ = [
 ]
 
 SUCCESS = {"status": "success", "message": "Webhook processed"}
+# Built once: every accepted request answers these same bytes (a Response is immutable).
+_SUCCESS_RESPONSE = json_response(200, SUCCESS)
 _RACE_RETRIES = 10
 
 
@@ -69,7 +71,7 @@ class _Prepared:
 def _prepare(
     request: Request, message_id: str | None, parsed: OrderChanges | ClientError, now: dt.datetime
 ) -> _Prepared:
-    response = json_response(200, SUCCESS)
+    response = _SUCCESS_RESPONSE
     item = inbox.prepare_item(
         source=ORDERS_SOURCE, message_id=message_id, request=request, response=response, now=now
     )

@@ -216,18 +216,21 @@ def _check_decoded(value: Any) -> None:
                 stack.extend((child, level + 1) for child in item)
 
 
+# One decoder for every body: ``json.loads`` with hooks builds a new one per call.
+_STRICT_JSON = json.JSONDecoder(
+    parse_constant=_reject_constant,
+    parse_float=_refuse_non_finite,
+    object_pairs_hook=_unique_keys,
+)
+
+
 def parse_json(body: bytes, charset: str | None = None) -> Any:
     """Decode a JSON body strictly: UTF-8, no NaN/Infinity, no duplicate keys, bounded depth."""
     text = _decode_text(body, charset).lstrip("\ufeff")
     if not text.strip():
         raise BadRequest("malformed JSON: the body is empty")
     try:
-        value = json.loads(
-            text,
-            parse_constant=_reject_constant,
-            parse_float=_refuse_non_finite,
-            object_pairs_hook=_unique_keys,
-        )
+        value = _STRICT_JSON.decode(text)
     except json.JSONDecodeError as exc:
         raise BadRequest(
             f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
@@ -236,7 +239,10 @@ def parse_json(body: bytes, charset: str | None = None) -> Any:
         raise BadRequest(f"malformed JSON: nested deeper than {_MAX_JSON_DEPTH} levels") from None
     except ValueError as exc:  # e.g. an integer longer than Python's digit limit
         raise BadRequest(f"malformed JSON: {str(exc)[:100]}") from None
-    _check_decoded(value)
+    # Unpaired surrogates can only come from \u escapes (the text is valid UTF-8), and nesting
+    # deeper than the limit needs more brackets than that: without either, nothing to find.
+    if "\\u" in text or text.count("{") + text.count("[") > _MAX_JSON_DEPTH:
+        _check_decoded(value)
     return value
 
 

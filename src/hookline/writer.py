@@ -45,6 +45,7 @@ from hookline import receiver
 from hookline.config import Settings
 from hookline.errors import ServiceUnavailable
 from hookline.groupcommit import WAIT_SECONDS, GroupCommitter, connect_for
+from hookline.timeutil import utcnow
 from hookline.webio import Request, Response, error_response
 
 __all__ = [
@@ -92,11 +93,22 @@ def decode_request(meta: bytes, body: bytes) -> Request:
     return Request(method=method, path=path, headers=headers, body=body, query=query)
 
 
+_answer_metas: dict[tuple[int, tuple[tuple[str, str], ...]], bytes] = {}
+
+
 def encode_answer(request_id: int, response: Response | None) -> bytes:
     """One answer frame: the response, or ``None`` (verify on the web process's path)."""
     if response is None:
         return _frame(request_id, [_VERIFY, {}], b"")
-    return _frame(request_id, [response.status, dict(response.headers)], response.body)
+    # Answers come in few shapes (the seed's success above all): their meta is encoded once.
+    key = (response.status, tuple(response.headers.items()))
+    meta = _answer_metas.get(key)
+    if meta is None:
+        meta = json.dumps([response.status, dict(response.headers)]).encode("utf-8")
+        if len(_answer_metas) < 1024:
+            _answer_metas[key] = meta
+    body = response.body
+    return _HEAD.pack(request_id, len(meta), len(body)) + meta + body
 
 
 def decode_answer(meta: bytes, body: bytes) -> Response | None:
@@ -231,6 +243,9 @@ class IngestWriter:
             log.warning("dropping a writer connection: %s", error)
             self._drop(peer)
             return
+        # One time for the requests read together: they arrived together, and rows stamped
+        # with one time share its conversions.
+        now = self.clock() if self.clock is not None else utcnow()
         for request_id, meta, body in frames:
             try:
                 request = decode_request(meta, body)
@@ -238,7 +253,6 @@ class IngestWriter:
                 log.warning("dropping a writer connection: bad frame: %s", error)
                 self._drop(peer)
                 return
-            now = self.clock() if self.clock is not None else None
             started = receiver.start_grouped(request, max_body_bytes=self.max_body_bytes, now=now)
             if isinstance(started, Response):
                 self._send(peer, request_id, started)

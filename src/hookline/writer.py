@@ -70,6 +70,7 @@ _HEAD = struct.Struct("!III")
 MAX_META_BYTES = 1 << 20
 MAX_BODY_BYTES = 1 << 30
 _VERIFY = 0  # the answer "status" meaning: verify on the web process's own path
+_UNAVAILABLE = error_response(ServiceUnavailable("the request could not be stored; retry"))
 
 
 def _frame(request_id: int, meta: Any, body: bytes) -> bytes:
@@ -148,12 +149,13 @@ class FrameReader:
 class _Peer:
     """A web process's connection: what it sent so far, and answers not yet written."""
 
-    __slots__ = ("outgoing", "reader", "sock")
+    __slots__ = ("backlog", "outgoing", "reader", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.reader = FrameReader()
         self.outgoing = bytearray()
+        self.backlog = False  # watched for writing: answers wait for room in the socket
 
 
 class IngestWriter:
@@ -253,26 +255,38 @@ class IngestWriter:
                 log.warning("dropping a writer connection: bad frame: %s", error)
                 self._drop(peer)
                 return
-            started = receiver.start_grouped(request, max_body_bytes=self.max_body_bytes, now=now)
+            try:
+                started = receiver.start_grouped(
+                    request, max_body_bytes=self.max_body_bytes, now=now
+                )
+            except Exception:  # a bug: this request fails alone, the writer carries on
+                log.exception("the ingest writer could not read a request")
+                started = _UNAVAILABLE
             if isinstance(started, Response):
                 self._send(peer, request_id, started)
             else:
                 self._pending.append((peer, request_id, started))
 
     def _write_batch(self) -> None:
-        batch = self._pending[: self.committer.max_batch]
-        del self._pending[: len(batch)]
-        outcomes = self.committer.run_batch([order.job() for _, _, order in batch])
+        taken = self._pending[: self.committer.max_batch]
+        del self._pending[: len(taken)]
+        batch, work = [], []
+        for entry in taken:
+            try:
+                work.append(entry[2].job())
+            except Exception:  # a bug: this request fails alone, the batch goes on
+                log.exception("the ingest writer could not prepare a request")
+                self._send(entry[0], entry[1], _UNAVAILABLE)
+                continue
+            batch.append(entry)
+        outcomes = self.committer.run_batch(work)
         races = self.committer.integrity_errors
         for (peer, request_id, order), (result, error) in zip(batch, outcomes, strict=True):
             try:
                 done, response = order.answer(result, error, races)
             except Exception:  # a bug, or the database failing a statement: nothing was kept
                 log.exception("the ingest writer could not handle a request")
-                done, response = (
-                    True,
-                    error_response(ServiceUnavailable("the request could not be stored; retry")),
-                )
+                done, response = True, _UNAVAILABLE
             if done:
                 self._send(peer, request_id, response)
             else:
@@ -291,9 +305,13 @@ class IngestWriter:
             self._drop(peer)
             return
         del peer.outgoing[:sent]
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if peer.outgoing else 0)
-        with contextlib.suppress(KeyError, ValueError):
-            self._selector.modify(peer.sock, events, peer)
+        # Watch for room to write only while answers wait: changing it costs a system call.
+        backlog = bool(peer.outgoing)
+        if backlog != peer.backlog:
+            peer.backlog = backlog
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if backlog else 0)
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.modify(peer.sock, events, peer)
 
 
 class WriterLink:
@@ -324,7 +342,7 @@ class WriterLink:
         except (OSError, TimeoutError) as error:
             self._waiting.pop(request_id, None)
             log.warning("the ingest writer did not answer: %s", error or type(error).__name__)
-            return error_response(ServiceUnavailable("the request could not be stored; retry"))
+            return _UNAVAILABLE
         return decode_answer(meta, body)
 
     async def close(self) -> None:

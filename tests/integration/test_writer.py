@@ -202,3 +202,33 @@ def test_a_signed_orders_source_is_sent_back_to_the_verifying_path(running, db, 
 
     assert answer is None  # the web process verifies it, with the secret box
     assert _stored_order_ids(other_db) == []
+
+
+def test_a_request_the_writer_cannot_handle_fails_alone(running, other_db, monkeypatch):
+    from hookline import receiver
+
+    prepare, start = receiver._prepare, receiver.start_grouped
+
+    def failing_prepare(request, *args):
+        if b"bad-prepare" in request.body:
+            raise RuntimeError("a bug in preparing")
+        return prepare(request, *args)
+
+    def failing_start(request, **options):
+        if b"bad-start" in request.body:
+            raise RuntimeError("a bug in reading")
+        return start(request, **options)
+
+    monkeypatch.setattr(receiver, "_prepare", failing_prepare)
+    monkeypatch.setattr(receiver, "start_grouped", failing_start)
+
+    async def send_all() -> list[Response | None]:
+        link = WriterLink(running.writer.path)
+        names = ["ok-1", "bad-prepare", "ok-2", "bad-start", "ok-3"]
+        return await asyncio.gather(*(link.receive(_order(name)) for name in names))
+
+    answers = asyncio.run(send_all())
+
+    assert [answer.status for answer in answers] == [200, 503, 200, 503, 200]
+    assert _stored_order_ids(other_db) == ["ok-1", "ok-2", "ok-3"]
+    assert _receive(running.writer.path, _order("later")).status == 200  # still serving

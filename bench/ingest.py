@@ -582,10 +582,13 @@ passed. Every writer uses SQLite in WAL mode with `synchronous=FULL`.
   and wrk timeouts in trials; see `bench/ingest_starlette.py`).
 - **hookline**: `hookline serve` ({worker} the delivery worker) on a fresh data directory:
   per request the order upsert, `order.created` in the outbox and the raw request in the inbox
-  (three rows), committed by group commit before the answer.
+  (three rows), committed by group commit before the answer. Its web processes serve the seed
+  webhook from the ASGI front and hand it to the ingest writer process
+  (`docs/architecture.md`); py4web serves every other route.
 
-bare and naive run on hookline's server config (`bench/ingest_server.py`): granian WSGI over
-`py4web.core.wsgi`, {web[0]} worker(s) x {web[1]} threads, hookline's defaults.
+bare and naive run on py4web's WSGI app as `hookline serve` did before the ASGI front, and as
+it still does with `HOOKLINE_INGEST_WRITER=false` (`bench/ingest_server.py`): granian WSGI over
+`py4web.core.wsgi`, {web[0]} worker(s) x {web[1]} threads.
 
 Durability: after each run the server is stopped and the measured run's rows are counted (for
 hookline both `hookline_order` and `hookline_inbox`); they must be >= the 2xx answers wrk got

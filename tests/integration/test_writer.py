@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import socket
 import tempfile
@@ -232,3 +233,52 @@ def test_a_request_the_writer_cannot_handle_fails_alone(running, other_db, monke
     assert [answer.status for answer in answers] == [200, 503, 200, 503, 200]
     assert _stored_order_ids(other_db) == ["ok-1", "ok-2", "ok-3"]
     assert _receive(running.writer.path, _order("later")).status == 200  # still serving
+
+
+# PostgreSQL's COMMIT is durable by itself: there the writer syncs nothing of its own.
+_SQLITE_ONLY = pytest.mark.parametrize("settings", ["sqlite"], indirect=True)
+
+
+@_SQLITE_ONLY
+def test_no_answer_leaves_before_the_sync_that_makes_it_durable(running, other_db, monkeypatch):
+    syncing, release = threading.Event(), threading.Event()
+    fdatasync = os.fdatasync
+
+    def slow_fdatasync(fd: int) -> None:
+        syncing.set()
+        release.wait(10)
+        fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", slow_fdatasync)
+    answers: list[Response | None] = []
+    sender = threading.Thread(
+        target=lambda: answers.append(_receive(running.writer.path, _order("synced")))
+    )
+    sender.start()
+
+    assert syncing.wait(10)
+    sender.join(0.5)
+    assert answers == []  # committed, but not on disk yet: no answer
+    release.set()
+    sender.join(10)
+    assert [answer.status for answer in answers] == [200]
+    assert _stored_order_ids(other_db) == ["synced"]
+
+
+@_SQLITE_ONLY
+def test_a_failed_sync_answers_503_and_the_next_one_200(running, monkeypatch):
+    fdatasync = os.fdatasync
+    failures = [OSError(5, "Input/output error")]
+
+    def failing_once(fd: int) -> None:
+        if failures:
+            raise failures.pop()
+        fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", failing_once)
+
+    first = _receive(running.writer.path, _order("unsure"))
+    second = _receive(running.writer.path, _order("sure"))
+
+    _assert_unavailable(first)  # maybe stored, maybe not: the sender retries
+    assert second is not None and second.status == 200

@@ -25,31 +25,26 @@ def create_wsgi_app(settings: Settings):
 def serve(settings: Settings, *, with_writer: bool = False) -> None:
     """Serve the app on ``settings.host:port`` with granian until interrupted: through the ASGI
     front when the ingest writer runs (``with_writer``), else py4web's WSGI app directly."""
-    if not with_writer:
-        serve_wsgi(
-            "hookline.web.wsgi:app",
-            host=settings.host,
-            port=settings.port,
-            workers=settings.web_workers,
-            threads=settings.web_threads,
-        )
+    if with_writer:
+        target = "hookline.web.asgi:app"
+        _granian(target, "asgi", settings.host, settings.port, settings.web_workers)
         return
-    from granian import Granian
-    from granian.constants import Interfaces
-
-    Granian(
-        "hookline.web.asgi:app",
-        address=settings.host,
+    serve_wsgi(
+        "hookline.web.wsgi:app",
+        host=settings.host,
         port=settings.port,
-        interface=Interfaces.ASGI,
         workers=settings.web_workers,
-        log_access=False,
-    ).serve()
+        threads=settings.web_threads,
+    )
 
 
 def serve_wsgi(target: str, *, host: str, port: int, workers: int, threads: int) -> None:
     """Serve the WSGI app ``module:attr`` as hookline does (granian, no access log); the
     benchmarks serve their reference apps through here too, so both run the same server."""
+    _granian(target, "wsgi", host, port, workers, blocking_threads=threads)
+
+
+def _granian(target: str, interface: str, host: str, port: int, workers: int, **extra) -> None:
     from granian import Granian
     from granian.constants import Interfaces
 
@@ -57,8 +52,8 @@ def serve_wsgi(target: str, *, host: str, port: int, workers: int, threads: int)
         target,
         address=host,
         port=port,
-        interface=Interfaces.WSGI,
+        interface=Interfaces(interface),
         workers=workers,
-        blocking_threads=threads,
         log_access=False,
+        **extra,
     ).serve()

@@ -3,11 +3,15 @@ outlive it, and a writer that dies is started again."""
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
 import os
 import signal
 import sqlite3
 import time
 from pathlib import Path
+
+import standardwebhooks
 
 
 def _children(pid: int) -> list[tuple[int, str]]:
@@ -97,3 +101,30 @@ def test_a_dead_ingest_writer_is_restarted_and_only_503s_meanwhile(own_server):
         stored = {row[0] for row in database.execute("SELECT order_id FROM hookline_order")}
     # Every 2xx was stored; a 503 stored nothing.
     assert stored == {"before", f"during-{len(statuses) - 1}"}
+
+
+def test_a_signed_orders_source_is_verified_behind_the_ingest_writer(own_server):
+    """The writer cannot verify (it has no secret box): it sends the request back, and the web
+    process answers it through py4web's verifying action with the body it already read."""
+    secret = "whsec_" + base64.b64encode(b"e2e-orders-source-secret-0123456").decode()
+    own_server.cli("sources", "rotate", "orders", "--secret", secret)
+    body = "order_id=signed-1&product_name=kettle"
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+
+    unsigned = own_server.request("POST", "/myapp/webhook", body, form)
+    now = dt.datetime.now(dt.UTC)
+    signature = standardwebhooks.Webhook(secret).sign("msg_signed_1", now, body)
+    signed_headers = {
+        **form,
+        "webhook-id": "msg_signed_1",
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": signature,
+    }
+    signed = own_server.request("POST", "/myapp/webhook", body, signed_headers)
+
+    assert unsigned.status == 401, unsigned.body
+    assert signed.status == 200, signed.body
+    assert signed.json() == {"status": "success", "message": "Webhook processed"}
+    with sqlite3.connect(own_server.data_dir / "hookline.sqlite") as database:
+        stored = [row[0] for row in database.execute("SELECT order_id FROM hookline_order")]
+    assert stored == ["signed-1"]

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import standardwebhooks
 
+from conftest import start_server, stop_server
+
 
 def _children(pid: int) -> list[tuple[int, str]]:
     found = []
@@ -128,3 +130,20 @@ def test_a_signed_orders_source_is_verified_behind_the_ingest_writer(own_server)
     with sqlite3.connect(own_server.data_dir / "hookline.sqlite") as database:
         stored = [row[0] for row in database.execute("SELECT order_id FROM hookline_order")]
     assert stored == ["signed-1"]
+
+
+def test_without_the_ingest_writer_the_wsgi_app_commits_the_seed_webhook(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOOKLINE_INGEST_WRITER", "false")
+    server = start_server(tmp_path, None)
+    try:
+        children = _children(server.process.pid)
+        answer = _post_order(server, "no-writer")
+    finally:
+        stop_server(server)
+
+    assert not [cmd for _, cmd in children if "hookline.writer" in cmd], children
+    assert answer.status == 200
+    assert answer.json() == {"status": "success", "message": "Webhook processed"}
+    with sqlite3.connect(tmp_path / "data" / "hookline.sqlite") as database:
+        stored = [row[0] for row in database.execute("SELECT order_id FROM hookline_order")]
+    assert stored == ["no-writer"]

@@ -69,6 +69,8 @@ _HEAD = struct.Struct("!III")
 #: Meta is a method, a path and headers: far below this. A body is bounded by the web layer.
 MAX_META_BYTES = 1 << 20
 MAX_BODY_BYTES = 1 << 30
+#: A web process logs an unreachable writer at most this often (seconds).
+WARN_EVERY_S = 5.0
 _VERIFY = 0  # the answer "status" meaning: verify on the web process's own path
 _UNAVAILABLE = error_response(ServiceUnavailable("the request could not be stored; retry"))
 
@@ -326,6 +328,8 @@ class WriterLink:
         self._stream: asyncio.StreamWriter | None = None
         self._waiting: dict[int, asyncio.Future[tuple[bytes, bytes]]] = {}
         self._next_id = 0
+        self._warned_at = -WARN_EVERY_S
+        self._unanswered = 0
 
     async def receive(self, request: Request) -> Response | None:
         """The writer's answer to ``request``, or ``None``: the orders source verifies
@@ -341,9 +345,20 @@ class WriterLink:
             meta, body = await asyncio.wait_for(answer, self.timeout)
         except (OSError, TimeoutError) as error:
             self._waiting.pop(request_id, None)
-            log.warning("the ingest writer did not answer: %s", error or type(error).__name__)
+            self._warn(f"the ingest writer did not answer: {error or type(error).__name__}")
             return _UNAVAILABLE
         return decode_answer(meta, body)
+
+    def _warn(self, message: str) -> None:
+        # While the writer restarts every request fails the same way: one line in a while,
+        # with how many were refused since the last one.
+        self._unanswered += 1
+        now = time.monotonic()
+        if now - self._warned_at >= WARN_EVERY_S:
+            log.warning(
+                "%s (%d requests answered 503 since the last warning)", message, self._unanswered
+            )
+            self._warned_at, self._unanswered = now, 0
 
     async def close(self) -> None:
         """Close the connection (requests in flight on it get 503s)."""

@@ -282,3 +282,18 @@ def test_a_failed_sync_answers_503_and_the_next_one_200(running, monkeypatch):
 
     _assert_unavailable(first)  # maybe stored, maybe not: the sender retries
     assert second is not None and second.status == 200
+
+
+def test_an_unreachable_writer_is_logged_once_in_a_while_not_per_request(socket_path, caplog):
+    async def three() -> list[Response | None]:
+        link = WriterLink(socket_path)
+        return [await link.receive(_order(f"n{i}")) for i in range(3)]
+
+    with caplog.at_level("WARNING", logger="hookline.writer"):
+        answers = asyncio.run(three())
+
+    for answer in answers:
+        _assert_unavailable(answer)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "hookline.writer"]
+    assert len(warnings) == 1, warnings
+    assert "did not answer" in warnings[0]

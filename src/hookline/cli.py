@@ -24,7 +24,7 @@ from hookline.database import connect, migrate
 from hookline.errors import ConfigError, HooklineError
 
 if TYPE_CHECKING:
-    from hookline.writer import WriterProcess
+    from hookline.writer_process import WriterProcess
 
 __all__ = ["main"]
 
@@ -130,7 +130,8 @@ def _start_ingest_writer(settings: Settings) -> WriterProcess | None:
     it is off or does not come up (the web processes then commit in groups themselves)."""
     if not (settings.group_commit and settings.ingest_writer):
         return None
-    from hookline.writer import SOCKET_ENV, WriterProcess
+    from hookline.writer_process import WriterProcess
+    from hookline.writer_wire import SOCKET_ENV
 
     writer = WriterProcess([sys.executable, "-m", "hookline.writer"], preexec_fn=_die_with_parent())
     if not writer.start():

@@ -31,7 +31,8 @@ from hookline.netguard import NetworkPolicy
 from hookline.order_rules import parse_patch
 from hookline.receiver import receive_order_webhook, receive_order_webhook_grouped
 from hookline.webio import Request, Response
-from hookline.writer import IngestWriter, WriterLink
+from hookline.writer import IngestWriter
+from hookline.writer_link import WriterLink
 
 FORM = "application/x-www-form-urlencoded"
 SEED_BODY = b"order_id=1234&product_name=example"

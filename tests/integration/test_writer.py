@@ -22,7 +22,8 @@ from hookline import secretbox, sources
 from hookline.groupcommit import GroupCommitter, connect_for
 from hookline.receiver import ORDERS_SOURCE
 from hookline.webio import Request, Response
-from hookline.writer import IngestWriter, WriterLink
+from hookline.writer import IngestWriter
+from hookline.writer_link import WriterLink
 
 LIMIT = 64 * 1024
 

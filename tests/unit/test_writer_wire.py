@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from hookline.webio import Request, Response
-from hookline.writer import (
+from hookline.writer_wire import (
     MAX_META_BYTES,
     FrameReader,
     decode_answer,

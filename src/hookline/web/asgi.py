@@ -8,7 +8,8 @@ import os
 from hookline.config import Settings
 from hookline.web.front import Front
 from hookline.web.server import create_wsgi_app
-from hookline.writer import SOCKET_ENV, WriterLink
+from hookline.writer_link import WriterLink
+from hookline.writer_wire import SOCKET_ENV
 
 _settings = Settings.from_env()
 app = Front(

@@ -21,7 +21,7 @@ from a2wsgi import WSGIMiddleware
 
 from hookline.errors import BadRequest, PayloadTooLarge
 from hookline.webio import Request, Response, error_response
-from hookline.writer import WriterLink
+from hookline.writer_link import WriterLink
 
 __all__ = ["WEBHOOK_PATH", "Front"]
 

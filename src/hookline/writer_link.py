@@ -1,0 +1,103 @@
+"""A web process's side of the ingest writer (``hookline.writer``), for its event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+from hookline.groupcommit import WAIT_SECONDS
+from hookline.webio import Request, Response
+from hookline.writer_wire import HEAD, UNAVAILABLE, decode_answer, encode_request
+
+__all__ = ["WARN_EVERY_S", "WriterLink"]
+
+log = logging.getLogger("hookline.writer")
+
+#: A web process logs an unreachable writer at most this often (seconds).
+WARN_EVERY_S = 5.0
+
+
+class WriterLink:
+    """A web process's side, for its event loop: one connection to the writer carrying every
+    request in flight, each answer matched to its request by id."""
+
+    def __init__(self, path: str | Path, *, timeout: float = WAIT_SECONDS) -> None:
+        """Talk to the writer listening on ``path``; give up (503) after ``timeout`` s."""
+        self.path = str(path)
+        self.timeout = timeout
+        self._connecting: asyncio.Lock | None = None
+        self._stream: asyncio.StreamWriter | None = None
+        self._waiting: dict[int, asyncio.Future[tuple[bytes, bytes]]] = {}
+        self._next_id = 0
+        self._warned_at = -WARN_EVERY_S
+        self._unanswered = 0
+
+    async def receive(self, request: Request) -> Response | None:
+        """The writer's answer to ``request``, or ``None``: the orders source verifies
+        signatures, so the caller answers on its verifying path. A writer that cannot be
+        reached, or does not answer in time, gives a 503 with ``Retry-After``."""
+        self._next_id = request_id = (self._next_id + 1) & 0xFFFFFFFF
+        answer = asyncio.get_running_loop().create_future()
+        try:
+            stream = await self._connected()
+            self._waiting[request_id] = answer
+            stream.write(encode_request(request_id, request))
+            await stream.drain()  # a large body waits here for the socket, not in memory
+            meta, body = await asyncio.wait_for(answer, self.timeout)
+        except (OSError, TimeoutError) as error:
+            self._waiting.pop(request_id, None)
+            self._warn(f"the ingest writer did not answer: {error or type(error).__name__}")
+            return UNAVAILABLE
+        return decode_answer(meta, body)
+
+    def _warn(self, message: str) -> None:
+        # While the writer restarts every request fails the same way: one line in a while,
+        # with how many were refused since the last one.
+        self._unanswered += 1
+        now = time.monotonic()
+        if now - self._warned_at >= WARN_EVERY_S:
+            log.warning(
+                "%s (%d requests answered 503 since the last warning)", message, self._unanswered
+            )
+            self._warned_at, self._unanswered = now, 0
+
+    async def close(self) -> None:
+        """Close the connection (requests in flight on it get 503s)."""
+        if self._stream is not None:
+            self._stream.close()
+
+    async def _connected(self) -> asyncio.StreamWriter:
+        if self._stream is not None and not self._stream.is_closing():
+            return self._stream
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self._stream is None or self._stream.is_closing():
+                reader, self._stream = await asyncio.open_unix_connection(self.path)
+                asyncio.get_running_loop().create_task(self._read_answers(reader, self._stream))
+            return self._stream
+
+    async def _read_answers(
+        self, reader: asyncio.StreamReader, stream: asyncio.StreamWriter
+    ) -> None:
+        try:
+            while True:
+                answer_id, meta_len, body_len = HEAD.unpack(await reader.readexactly(HEAD.size))
+                payload = await reader.readexactly(meta_len + body_len)
+                waiting = self._waiting.pop(answer_id, None)
+                if waiting is not None and not waiting.done():
+                    waiting.set_result((payload[:meta_len], payload[meta_len:]))
+        except (OSError, asyncio.IncompleteReadError) as error:
+            lost = ConnectionError(f"the ingest writer went away: {error}")
+        except BaseException as error:  # cancelled with the loop: wake the waiters anyway
+            lost = ConnectionError(f"the ingest writer's connection stopped: {error!r}")
+        stream.close()
+        if self._stream is stream:
+            self._stream = None
+        # Requests in flight on this connection: sent, and maybe stored, but unanswered.
+        for waiting in self._waiting.values():
+            if not waiting.done():
+                waiting.set_exception(lost)
+        self._waiting.clear()

@@ -78,6 +78,7 @@ class IngestWriter:
         self._stop = threading.Event()
         self._selector = selectors.DefaultSelector()
         self._pending: list[tuple[_Peer, int, receiver.GroupedOrder]] = []
+        self._unflushed: dict[_Peer, None] = {}  # peers with answers queued, in order
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # a previous writer's socket
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -104,8 +105,10 @@ class IngestWriter:
                         self._read(key.data)
                     if events & selectors.EVENT_WRITE and key.data is not None:
                         self._flush(key.data)
+                self._flush_all()  # refusals go out before the next batch is written
                 if self._pending:
                     self._write_batch()
+                    self._flush_all()
         finally:
             self.close()
 
@@ -194,8 +197,15 @@ class IngestWriter:
                 self._pending.append((peer, request_id, order))  # a lost race: next batch
 
     def _send(self, peer: _Peer, request_id: int, response: Response | None) -> None:
+        # Queued, not sent: a web process's answers leave together (``_flush_all``), one
+        # system call and one wake-up of its loop for a whole batch.
         peer.outgoing += encode_answer(request_id, response)
-        self._flush(peer)
+        self._unflushed[peer] = None
+
+    def _flush_all(self) -> None:
+        unflushed, self._unflushed = self._unflushed, {}
+        for peer in unflushed:
+            self._flush(peer)
 
     def _flush(self, peer: _Peer) -> None:
         try:

@@ -19,6 +19,17 @@ log = logging.getLogger("hookline.writer")
 WARN_EVERY_S = 5.0
 
 
+class _Connection:
+    """One connection to the writer and the requests in flight on it."""
+
+    __slots__ = ("reading", "stream", "waiting")
+
+    def __init__(self, stream: asyncio.StreamWriter) -> None:
+        self.stream = stream
+        self.waiting: dict[int, asyncio.Future[tuple[bytes, bytes]]] = {}
+        self.reading: asyncio.Task[None] | None = None  # kept: the loop holds tasks weakly
+
+
 class WriterLink:
     """A web process's side, for its event loop: one connection to the writer carrying every
     request in flight, each answer matched to its request by id."""
@@ -28,8 +39,7 @@ class WriterLink:
         self.path = str(path)
         self.timeout = timeout
         self._connecting: asyncio.Lock | None = None
-        self._stream: asyncio.StreamWriter | None = None
-        self._waiting: dict[int, asyncio.Future[tuple[bytes, bytes]]] = {}
+        self._connection: _Connection | None = None
         self._next_id = 0
         self._warned_at = -WARN_EVERY_S
         self._unanswered = 0
@@ -40,14 +50,16 @@ class WriterLink:
         reached, or does not answer in time, gives a 503 with ``Retry-After``."""
         self._next_id = request_id = (self._next_id + 1) & 0xFFFFFFFF
         answer = asyncio.get_running_loop().create_future()
+        connection = None
         try:
-            stream = await self._connected()
-            self._waiting[request_id] = answer
-            stream.write(encode_request(request_id, request))
-            await stream.drain()  # a large body waits here for the socket, not in memory
+            connection = await self._connected()
+            connection.waiting[request_id] = answer
+            connection.stream.write(encode_request(request_id, request))
+            await connection.stream.drain()  # a large body waits for the socket, not in memory
             meta, body = await asyncio.wait_for(answer, self.timeout)
         except (OSError, TimeoutError) as error:
-            self._waiting.pop(request_id, None)
+            if connection is not None:
+                connection.waiting.pop(request_id, None)
             self._warn(f"the ingest writer did not answer: {error or type(error).__name__}")
             return UNAVAILABLE
         return decode_answer(meta, body)
@@ -65,39 +77,44 @@ class WriterLink:
 
     async def close(self) -> None:
         """Close the connection (requests in flight on it get 503s)."""
-        if self._stream is not None:
-            self._stream.close()
+        if self._connection is not None:
+            self._connection.stream.close()
 
-    async def _connected(self) -> asyncio.StreamWriter:
-        if self._stream is not None and not self._stream.is_closing():
-            return self._stream
+    async def _connected(self) -> _Connection:
+        connection = self._connection
+        if connection is not None and not connection.stream.is_closing():
+            return connection
         if self._connecting is None:
             self._connecting = asyncio.Lock()
         async with self._connecting:
-            if self._stream is None or self._stream.is_closing():
-                reader, self._stream = await asyncio.open_unix_connection(self.path)
-                asyncio.get_running_loop().create_task(self._read_answers(reader, self._stream))
-            return self._stream
+            connection = self._connection
+            if connection is None or connection.stream.is_closing():
+                reader, stream = await asyncio.open_unix_connection(self.path)
+                connection = self._connection = _Connection(stream)
+                connection.reading = asyncio.get_running_loop().create_task(
+                    self._read_answers(reader, connection)
+                )
+            return connection
 
-    async def _read_answers(
-        self, reader: asyncio.StreamReader, stream: asyncio.StreamWriter
-    ) -> None:
+    async def _read_answers(self, reader: asyncio.StreamReader, connection: _Connection) -> None:
+        waiting = connection.waiting
         try:
             while True:
                 answer_id, meta_len, body_len = HEAD.unpack(await reader.readexactly(HEAD.size))
                 payload = await reader.readexactly(meta_len + body_len)
-                waiting = self._waiting.pop(answer_id, None)
-                if waiting is not None and not waiting.done():
-                    waiting.set_result((payload[:meta_len], payload[meta_len:]))
+                answer = waiting.pop(answer_id, None)
+                if answer is not None and not answer.done():
+                    answer.set_result((payload[:meta_len], payload[meta_len:]))
         except (OSError, asyncio.IncompleteReadError) as error:
             lost = ConnectionError(f"the ingest writer went away: {error}")
         except BaseException as error:  # cancelled with the loop: wake the waiters anyway
             lost = ConnectionError(f"the ingest writer's connection stopped: {error!r}")
-        stream.close()
-        if self._stream is stream:
-            self._stream = None
-        # Requests in flight on this connection: sent, and maybe stored, but unanswered.
-        for waiting in self._waiting.values():
-            if not waiting.done():
-                waiting.set_exception(lost)
-        self._waiting.clear()
+        connection.stream.close()
+        if self._connection is connection:
+            self._connection = None
+        # Requests in flight on this connection (only: a new one may already carry others) were
+        # sent, and maybe stored, but will not be answered.
+        for answer in waiting.values():
+            if not answer.done():
+                answer.set_exception(lost)
+        waiting.clear()

@@ -41,7 +41,7 @@ from hookline.config import Settings
 from hookline.errors import ServiceUnavailable
 from hookline.sqlconn import SqlConn
 
-__all__ = ["SOLO", "BatchRunner", "GroupCommitter", "connect_for"]
+__all__ = ["SOLO", "BatchRunner", "GroupCommitter", "committer_for", "connect_for"]
 
 T = TypeVar("T")
 #: A runner's answer for an item it leaves to the item's own unit.
@@ -359,3 +359,10 @@ def connect_for(settings: Settings) -> Callable[[], SqlConn]:
         return SqlConn(connection, postgres=True)
 
     return connect_postgres
+
+
+def committer_for(settings: Settings) -> GroupCommitter:
+    """The configured database's group committer; on SQLite, committers of several processes
+    take turns through a lock file beside the database."""
+    lock = settings.data_dir / ".commit.lock" if settings.is_sqlite else None
+    return GroupCommitter(connect_for(settings), lock_path=lock)

@@ -231,8 +231,8 @@ def _process_together(sql: SqlConn, items: list[_Queued]) -> list[Response | Non
 
 class GroupedOrder:
     """One request to the seed webhook on its way through a group committer: each ``job()`` is
-    a fresh try (new ids), for the committer's next batch; ``answer(result, error)`` says what
-    the caller gets for that try, or None when a lost race calls for another.
+    a fresh try (new ids), for the committer's next batch; ``answer(result, error, race)`` says
+    whether that try is done and what the caller gets, or that a lost race calls for another.
 
     Shared by ``receive_order_webhook_grouped``, which waits for each try in the request's
     thread, and the ingest writer (``hookline.writer``), which runs many tries per batch in one

@@ -33,6 +33,8 @@ __all__ = [
     "JSON_TYPES",
     "Request",
     "Response",
+    "check_length",
+    "check_partial_length",
     "check_size",
     "error_response",
     "json_object",
@@ -162,8 +164,21 @@ def redacted_headers(headers: Mapping[str, str]) -> list[list[str]]:
 
 def check_size(body: bytes, limit: int) -> None:
     """Raise ``PayloadTooLarge`` when ``body`` is over ``limit`` bytes."""
-    if len(body) > limit:
-        raise PayloadTooLarge(f"request body is {len(body)} bytes; the limit is {limit}")
+    check_length(len(body), limit)
+
+
+def check_length(length: int, limit: int) -> None:
+    """Raise ``PayloadTooLarge`` when a body of ``length`` bytes (declared or read) is over
+    ``limit``: a server refuses a declared length before reading the body."""
+    if length > limit:
+        raise PayloadTooLarge(f"request body is {length} bytes; the limit is {limit}")
+
+
+def check_partial_length(length: int, limit: int) -> None:
+    """Raise ``PayloadTooLarge`` when ``length`` bytes of a body of unknown length (chunked),
+    read so far, are over ``limit``; the reader stops there."""
+    if length > limit:
+        raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
 
 
 def _decode_text(body: bytes, charset: str | None) -> str:

@@ -31,7 +31,7 @@ from typing import Any
 
 from hookline import receiver
 from hookline.config import Settings
-from hookline.groupcommit import GroupCommitter, connect_for
+from hookline.groupcommit import GroupCommitter, committer_for
 from hookline.timeutil import utcnow
 from hookline.webio import Response
 from hookline.writer_wire import (
@@ -227,9 +227,7 @@ class IngestWriter:
 
 def writer_for(settings: Settings, path: Path) -> IngestWriter:
     """An ``IngestWriter`` for ``settings``, listening on ``path``."""
-    lock = settings.data_dir / ".commit.lock" if settings.is_sqlite else None
-    committer = GroupCommitter(connect_for(settings), lock_path=lock)
-    return IngestWriter(committer, path, max_body_bytes=settings.max_body_bytes)
+    return IngestWriter(committer_for(settings), path, max_body_bytes=settings.max_body_bytes)
 
 
 def main() -> None:

@@ -40,8 +40,11 @@ UNAVAILABLE = error_response(ServiceUnavailable("the request could not be stored
 
 
 def _frame(request_id: int, meta: Any, body: bytes) -> bytes:
-    encoded = json.dumps(meta, separators=(",", ":")).encode("utf-8")
-    return HEAD.pack(request_id, len(encoded), len(body)) + encoded + body
+    return _pack(request_id, json.dumps(meta, separators=(",", ":")).encode("utf-8"), body)
+
+
+def _pack(request_id: int, meta: bytes, body: bytes) -> bytes:
+    return HEAD.pack(request_id, len(meta), len(body)) + meta + body
 
 
 def encode_request(request_id: int, request: Request) -> bytes:
@@ -74,8 +77,7 @@ def encode_answer(request_id: int, response: Response | None) -> bytes:
         meta = json.dumps([response.status, dict(response.headers)]).encode("utf-8")
         if len(_answer_metas) < 1024:
             _answer_metas[key] = meta
-    body = response.body
-    return HEAD.pack(request_id, len(meta), len(body)) + meta + body
+    return _pack(request_id, meta, response.body)
 
 
 def decode_answer(meta: bytes, body: bytes) -> Response | None:

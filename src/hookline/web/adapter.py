@@ -8,7 +8,14 @@ from typing import Any
 from py4web import request, response
 
 from hookline.errors import PayloadTooLarge
-from hookline.webio import Request, Response, error_response, run
+from hookline.webio import (
+    Request,
+    Response,
+    check_length,
+    check_partial_length,
+    error_response,
+    run,
+)
 
 __all__ = ["answer", "call", "call_on", "engine_request"]
 
@@ -18,12 +25,10 @@ def _read_body(limit: int) -> bytes:
     # body is never buffered, and read at most limit + 1 bytes of a chunked one. (ombott's own
     # body parser re-parses chunk framing that granian has already removed.)
     length = request.content_length
-    if length > limit:
-        raise PayloadTooLarge(f"request body is {length} bytes; the limit is {limit}")
+    check_length(length, limit)
     stream = request.environ["wsgi.input"]
     data = stream.read(length) if length >= 0 else stream.read(limit + 1)
-    if len(data) > limit:
-        raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+    check_partial_length(len(data), limit)
     return data
 
 

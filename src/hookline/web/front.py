@@ -20,7 +20,13 @@ from typing import Any
 from a2wsgi import WSGIMiddleware
 
 from hookline.errors import BadRequest, PayloadTooLarge
-from hookline.webio import Request, Response, error_response
+from hookline.webio import (
+    Request,
+    Response,
+    check_length,
+    check_partial_length,
+    error_response,
+)
 from hookline.writer_link import WriterLink
 
 __all__ = ["WEBHOOK_PATH", "Front"]
@@ -77,17 +83,14 @@ class Front:
         if declared is not None:
             if not declared.strip().isdigit():
                 raise BadRequest("Content-Length is not a number")
-            length = int(declared)
-            if length > limit:
-                raise PayloadTooLarge(f"request body is {length} bytes; the limit is {limit}")
+            check_length(int(declared), limit)
         body = bytearray()
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 break
             body += message.get("body", b"")
-            if len(body) > limit:
-                raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+            check_partial_length(len(body), limit)
             if not message.get("more_body"):
                 break
         return Request(

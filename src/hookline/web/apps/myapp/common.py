@@ -23,14 +23,7 @@ api_context = ApiContext(
 )
 
 #: The seed webhook's group committer (None when HOOKLINE_GROUP_COMMIT is off).
-committer = (
-    groupcommit.GroupCommitter(
-        groupcommit.connect_for(SETTINGS),
-        lock_path=SETTINGS.data_dir / ".commit.lock" if SETTINGS.is_sqlite else None,
-    )
-    if SETTINGS.group_commit
-    else None
-)
+committer = groupcommit.committer_for(SETTINGS) if SETTINGS.group_commit else None
 
 
 class ApiKeyRequired(Fixture):

@@ -188,7 +188,7 @@ def test_sigterm_lets_in_flight_attempts_finish(api, sink, workers):
 
 def test_concurrent_workers_send_each_delivery_exactly_once(hook, api, auth, sink, workers):
     """Three workers compete for a backlog and for events arriving while they run
-    (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, one writer at a time on SQLite)."""
+    (claims take turns: an advisory lock on PostgreSQL, the write lock on SQLite)."""
     orders_total, endpoints_total = 150, 2  # 300 events (created + paid), 600 deliveries
     made = [api.create(sink.url(f"fast-{n}"), max_in_flight=50) for n in range(endpoints_total)]
 

@@ -655,6 +655,35 @@ def test_claim_reads_the_partial_indexes(db, box, t0):
     assert "hookline_delivery_by_endpoint_idx" in text, text
 
 
+def test_a_postgresql_claim_reads_the_due_index_in_order_before_any_analyze(db, box, t0):
+    """A table filled since PostgreSQL last gathered statistics (a fresh database, a burst), with
+    one endpoint, made the planner expect a single due row: the claim read every due delivery
+    and sorted them."""
+    if not is_postgres(db):
+        pytest.skip("SQLite's planner does not plan by row estimates this way")
+    make_endpoint(db, box, max_in_flight=1000)
+    publish(db, 1, now=t0)
+    db.commit()
+    db.executesql("ANALYZE hookline_delivery")  # statistics of a table with one row...
+    db.commit()
+    publish(db, 2000, now=t0)  # ...which then fills
+    db.commit()
+    at = to_epoch(t0) + 1
+    db.executesql(f"PREPARE fresh_claim {queue._CLAIM_PG_TYPES} AS {queue._CLAIM_PG}")
+    db.executesql(queue.CLAIM_PLANNER_SETTINGS)
+    plan = "\n".join(
+        row[0]
+        for row in db.executesql(
+            "EXPLAIN EXECUTE fresh_claim(%s, %s, 20, 10, 'w', 60)", placeholders=[at, at + 1]
+        )
+    )
+    db.rollback()
+    db.executesql("DEALLOCATE fresh_claim")
+    # The index gives the order: read until the window is full, never all of them to sort.
+    assert "Index Scan using hookline_delivery_due_ep_idx on hookline_delivery d" in plan, plan
+    assert "Sort Key: d.next_attempt_at" not in plan, plan
+
+
 def test_a_stuck_endpoints_backlog_does_not_starve_the_others(db, box, t0):
     """An endpoint at max_in_flight is left out of the claim window (the isolation guarantee)."""
     _stuck_id, stuck = make_endpoint(db, box, max_in_flight=1, event_types=["order.created"])
@@ -685,13 +714,14 @@ def test_a_claim_with_every_endpoint_full_does_not_read_the_backlog(db, box, t0,
 
     if is_postgres(db):
         db.executesql(f"PREPARE full_claim {queue._CLAIM_PG_TYPES} AS {queue._CLAIM_PG}")
+        db.executesql(queue.CLAIM_PLANNER_SETTINGS)
         plan = db.executesql(
             "EXPLAIN (ANALYZE) EXECUTE full_claim(%s, %s, 200, 100, 'w', 60)",
             placeholders=[at, at + 1],
         )
         db.rollback()
         db.executesql("DEALLOCATE full_claim")
-        [scan] = [row[0] for row in plan if "hookline_delivery_due_ep_idx" in row[0]]
+        [scan] = [row[0] for row in plan if "on hookline_delivery d " in row[0]]
         assert "never executed" in scan, "\n".join(row[0] for row in plan)
     else:
         read = []

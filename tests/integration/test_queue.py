@@ -620,6 +620,23 @@ def _plan(db, statement: str, placeholders: list) -> str:
     return "\n".join(" ".join(str(c) for c in row) for row in plan)
 
 
+def _claim_plan_pg(db, at: float, *, window: int, capacity: int, analyze: bool = False) -> str:
+    """PostgreSQL's plan of the claim statement as a claim runs it (its planner settings), in a
+    transaction rolled back after: EXPLAIN ANALYZE runs the statement."""
+    db.executesql(f"PREPARE test_claim {queue._CLAIM_PG_TYPES} AS {queue._CLAIM_PG}")
+    try:
+        db.executesql(queue.CLAIM_PLANNER_SETTINGS)
+        rows = db.executesql(
+            f"EXPLAIN {'(ANALYZE) ' if analyze else ''}"
+            f"EXECUTE test_claim(%s, %s, {window}, {capacity}, 'w', 60)",
+            placeholders=[at, at + 1],
+        )
+        db.rollback()
+    finally:
+        db.executesql("DEALLOCATE test_claim")
+    return "\n".join(row[0] for row in rows)
+
+
 def test_claim_reads_the_partial_indexes(db, box, t0):
     """Due deliveries from the due index, in-flight counts from the lease table's endpoint
     index, FIFO's check and an endpoint's unfinished deliveries from the endpoint index's
@@ -637,10 +654,7 @@ def test_claim_reads_the_partial_indexes(db, box, t0):
         db.commit()
     now = to_epoch(t0) + 1
     if is_postgres(db):
-        # EXPLAIN without ANALYZE runs nothing: the claim's insert and update stay unmade.
-        db.executesql(f"PREPARE plan_claim {queue._CLAIM_PG_TYPES} AS {queue._CLAIM_PG}")
-        text = _plan(db, "EXECUTE plan_claim(%s, %s, 20, 10, 'w', 60)", [now, now + 1])
-        db.executesql("DEALLOCATE plan_claim")
+        text = _claim_plan_pg(db, now, window=20, capacity=10)
         assert "hookline_delivery_due_ep_idx" in text, text
         # On 50 rows PostgreSQL's costs tie between any index that leads with the endpoint;
         # it picks by statistics, not by the shape of the query.
@@ -668,17 +682,7 @@ def test_a_postgresql_claim_reads_the_due_index_in_order_before_any_analyze(db, 
     db.commit()
     publish(db, 2000, now=t0)  # ...which then fills
     db.commit()
-    at = to_epoch(t0) + 1
-    db.executesql(f"PREPARE fresh_claim {queue._CLAIM_PG_TYPES} AS {queue._CLAIM_PG}")
-    db.executesql(queue.CLAIM_PLANNER_SETTINGS)
-    plan = "\n".join(
-        row[0]
-        for row in db.executesql(
-            "EXPLAIN EXECUTE fresh_claim(%s, %s, 20, 10, 'w', 60)", placeholders=[at, at + 1]
-        )
-    )
-    db.rollback()
-    db.executesql("DEALLOCATE fresh_claim")
+    plan = _claim_plan_pg(db, to_epoch(t0) + 1, window=20, capacity=10)
     # The index gives the order: read until the window is full, never all of them to sort.
     assert "Index Scan using hookline_delivery_due_ep_idx on hookline_delivery d" in plan, plan
     assert "Sort Key: d.next_attempt_at" not in plan, plan
@@ -713,16 +717,10 @@ def test_a_claim_with_every_endpoint_full_does_not_read_the_backlog(db, box, t0,
     assert len(claim(db, at)) == 2  # one each: both endpoints are full now
 
     if is_postgres(db):
-        db.executesql(f"PREPARE full_claim {queue._CLAIM_PG_TYPES} AS {queue._CLAIM_PG}")
-        db.executesql(queue.CLAIM_PLANNER_SETTINGS)
-        plan = db.executesql(
-            "EXPLAIN (ANALYZE) EXECUTE full_claim(%s, %s, 200, 100, 'w', 60)",
-            placeholders=[at, at + 1],
-        )
-        db.rollback()
-        db.executesql("DEALLOCATE full_claim")
-        [scan] = [row[0] for row in plan if "on hookline_delivery d " in row[0]]
-        assert "never executed" in scan, "\n".join(row[0] for row in plan)
+        plan = _claim_plan_pg(db, at, window=200, capacity=100, analyze=True)
+        [scan] = [line for line in plan.splitlines() if "on hookline_delivery d " in line]
+        assert "never executed" in scan, plan
+        assert claim(db, at) == []
     else:
         read = []
         rows = queue._rows

@@ -118,11 +118,9 @@ def serve(host: str, port: int, workers: int, with_worker: bool | None) -> None:
         if writer is not None:
             writer.stop()  # after the web processes: nothing forwarded goes unanswered
         if worker is not None:
-            worker.terminate()  # the worker finishes its in-flight attempts, then exits
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+            from hookline.writer_process import stop_process
+
+            stop_process(worker, timeout=30)  # it finishes its in-flight attempts, then exits
 
 
 def _start_ingest_writer(settings: Settings) -> WriterProcess | None:

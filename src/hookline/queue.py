@@ -382,9 +382,12 @@ CLAIM_PLANNER_SETTINGS = (
 _PREPARED_ON: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
-def take_claim_lock(db: DAL) -> None:
-    """PostgreSQL: wait for this database's claim turn, held until the transaction ends."""
-    db._adapter.cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CLAIM_LOCK])
+# PostgreSQL: wait for this database's claim turn, held until the transaction ends.
+_TAKE_CLAIM_LOCK = "SELECT pg_advisory_xact_lock(%s)"
+
+
+def _take_claim_lock(db: DAL) -> None:
+    db._adapter.cursor.execute(_TAKE_CLAIM_LOCK, [CLAIM_LOCK])
 
 
 def _claim_rows_pg(
@@ -400,7 +403,7 @@ def _claim_rows_pg(
     relaxed = "" if lasting else "SET LOCAL synchronous_commit TO OFF; "
     # The lock is its own statement: the claim's snapshot must be taken after it is granted.
     cursor.execute(
-        relaxed + CLAIM_PLANNER_SETTINGS + " SELECT pg_advisory_xact_lock(%s);"
+        f"{relaxed}{CLAIM_PLANNER_SETTINGS} {_TAKE_CLAIM_LOCK};"
         " EXECUTE hookline_claim(%s, %s, %s, %s, %s, %s)",
         [CLAIM_LOCK, now, now + RATE_HORIZON_S, capacity * CLAIM_WINDOW, capacity, worker, lease_s],
     )
@@ -668,7 +671,7 @@ def record_and_claim(
             # The claim's turn before the endpoint rows below are locked: a claim holding the
             # turn may write an endpoint row (a rate limit's next slot), and waiting for the
             # turn while holding that row could deadlock with it.
-            take_claim_lock(db)
+            _take_claim_lock(db)
         to_disable = _endpoint_health(
             db, [r for r, _ in applied], [d for _, d in applied], now_dt, disable_after
         )

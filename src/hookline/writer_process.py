@@ -18,9 +18,22 @@ from pathlib import Path
 from hookline.groupcommit import WAIT_SECONDS
 from hookline.writer_wire import SOCKET_ENV
 
-__all__ = ["WriterProcess"]
+__all__ = ["WriterProcess", "stop_process"]
 
 log = logging.getLogger("hookline.writer")
+
+
+def stop_process(process: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM ``process`` (a child of ``hookline serve``: it finishes what it holds, then
+    exits), wait up to ``timeout`` seconds, then SIGKILL it; a process already gone is left."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 class WriterProcess:
@@ -56,14 +69,8 @@ class WriterProcess:
     def stop(self, timeout: float = WAIT_SECONDS) -> None:
         """Stop the writer (SIGTERM: it answers what it holds, then exits) and clean up."""
         self._stopping.set()
-        process = self._process
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if self._process is not None:
+            stop_process(self._process, timeout)
         shutil.rmtree(self._directory, ignore_errors=True)
 
     def _spawn(self) -> None:

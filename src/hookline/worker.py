@@ -57,6 +57,9 @@ UNKNOWN = object()  # a turn's next-due time when the turn did not ask for it
 RECOVER_EVERY_S = 5.0
 PURGE_EVERY_S = 86_400.0
 MIN_BACKOFF_S = 0.1
+#: First wait after a turn that found deliveries due but could claim none of them; it doubles up
+#: to POLL_INTERVAL_S until a claim succeeds.
+MIN_BLOCKED_WAIT_S = 0.05
 MAX_BACKOFF_S = 5.0
 FIRST_PURGE_AFTER_S = 60.0
 MAX_BATCH = 500
@@ -121,6 +124,7 @@ class Worker:
         self._disable_after = dt.timedelta(days=settings.disable_after_days)
         self._transient_errors: tuple[type[BaseException], ...] = ()
         self._backoff = MIN_BACKOFF_S
+        self._blocked_wait = MIN_BLOCKED_WAIT_S
         self._next_due: Any = UNKNOWN  # this turn's answer of queue.next_due, if it asked
         self._next_inbox_look = 0.0  # time.monotonic() from which a busy turn looks again
 
@@ -188,6 +192,8 @@ class Worker:
                     await self._reconnect()
                     continue
                 self._backoff = MIN_BACKOFF_S
+                if claimed:
+                    self._blocked_wait = MIN_BLOCKED_WAIT_S
                 if self._done(claimed + flushed):
                     break
                 if (claimed == 0 and flushed == 0) or len(self._inflight) >= self.concurrency:
@@ -355,7 +361,16 @@ class Worker:
             if due is UNKNOWN:
                 due = await self._on_db(queue.next_due, self._db, include_inbox=True)
             if due is not None:
-                timeout = min(timeout, max(0.0, due - self.clock()))
+                wait = due - self.clock()
+                if wait <= 0:
+                    # Due, and yet this turn claimed none of it: its endpoints are full, paced
+                    # by their rate limit beyond the claim's horizon, or FIFO behind a delivery
+                    # another worker holds. Trying again at once would spin (thousands of
+                    # claims a second, each taking the write lock); wait longer each time,
+                    # unless a wake-up (a commit, a finished attempt) comes first.
+                    wait = self._blocked_wait
+                    self._blocked_wait = min(self._blocked_wait * 2, POLL_INTERVAL_S)
+                timeout = min(timeout, wait)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 

@@ -286,6 +286,43 @@ async def _until(condition, timeout: float) -> None:
         await asyncio.sleep(0.05)
 
 
+def test_a_worker_waits_instead_of_spinning_when_due_deliveries_cannot_be_claimed(
+    settings, db, box, monkeypatch
+):
+    # One delivery every 10 s: after the first, the others are due but paced beyond the claim's
+    # horizon, so every claim comes back empty until then.
+    make_endpoint(db, box, rate_limit=0.1)
+    for n in range(3):
+        outbox.publish(db, "ping", {"n": n})
+    db.commit()
+    transport = RecordingTransport()
+    claims = 0
+    real_claim = queue.claim
+
+    def counting_claim(*args, **kwargs):
+        nonlocal claims
+        claims += 1
+        return real_claim(*args, **kwargs)
+
+    monkeypatch.setattr(queue, "claim", counting_claim)
+
+    async def main() -> int:
+        worker = Worker(settings, transport=transport)
+        task = asyncio.create_task(worker.run())
+        await _until(lambda: len(transport.requests) == 1, 10)
+        before = claims
+        await asyncio.sleep(1.5)
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+        return claims - before
+
+    claims_while_paced = asyncio.run(main())
+
+    assert len(transport.requests) == 1  # the rate limit held
+    # Retrying at once made thousands of claims in these 1.5 s (each taking the write lock).
+    assert claims_while_paced <= 20
+
+
 def test_the_worker_reconnects_after_the_server_drops_its_connection(settings, db, box):
     if settings.is_sqlite:
         pytest.skip("an embedded database has no server that could drop the connection")

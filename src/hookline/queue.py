@@ -169,20 +169,33 @@ class Claimed(NamedTuple):
 
 
 # Endpoints with no room (at max_in_flight, or rate slots beyond the horizon) are left out of
-# the window, so one stuck endpoint's backlog cannot fill it and starve the others.
+# the window, so one stuck endpoint's backlog cannot fill it and starve the others. So are FIFO
+# endpoints: each may send only its head (its oldest unfinished delivery), which _FIFO_HEADS
+# reads through the endpoint's own index. Tested as the due index is read, the FIFO rule cost
+# a lookup per delivery of the endpoint's whole backlog on every claim, and with the wrong index
+# (SQLite chose the primary key once a long finished history was analyzed) 89 s a claim.
 _CANDIDATES = """
-SELECT d.id, d.endpoint FROM hookline_delivery d
+SELECT d.id, d.endpoint, d.next_attempt_at FROM hookline_delivery d
 JOIN hookline_endpoint e ON e.id = d.endpoint
 WHERE d.status = 'pending' AND d.next_attempt_at <= %s AND e.enabled = 1
   AND NOT EXISTS (SELECT 1 FROM hookline_lease l WHERE l.delivery = d.id)
   AND (e.rate_limit IS NULL OR e.next_send_at IS NULL OR e.next_send_at <= %s)
-  AND (e.fifo = 0 OR NOT EXISTS (
-        SELECT 1 FROM hookline_delivery p
-        WHERE p.endpoint = d.endpoint AND p.id < d.id AND p.finished_at IS NULL
-          AND p.status = 'pending'))
-  {skip_full}
+  {skip}
 ORDER BY d.next_attempt_at
 LIMIT %s
+"""
+# SQLite: the due heads of the given FIFO endpoints, each not already leased. INDEXED BY: for
+# ``ORDER BY p.id LIMIT 1`` the primary key is the planner's other choice, and it reads through
+# the finished history (as the per-delivery form of the check came to, after ANALYZE).
+_FIFO_HEADS = """
+SELECT d.id, d.endpoint, d.next_attempt_at FROM hookline_endpoint e
+JOIN hookline_delivery d ON d.id = (
+    SELECT p.id FROM hookline_delivery p INDEXED BY hookline_delivery_by_endpoint_idx
+    WHERE p.endpoint = e.id AND p.finished_at IS NULL AND p.status = 'pending'
+    ORDER BY p.id LIMIT 1)
+WHERE e.id IN ({ids}) AND d.next_attempt_at <= %s
+  AND NOT EXISTS (SELECT 1 FROM hookline_lease l WHERE l.delivery = d.id)
+  AND (e.rate_limit IS NULL OR e.next_send_at IS NULL OR e.next_send_at <= %s)
 """
 # Leased deliveries stay at the head of the due index until recorded: the NOT EXISTS steps over
 # them, a cost bounded by what is in flight.
@@ -200,11 +213,12 @@ LIMIT 1
 # PostgreSQL: the whole claim is one prepared statement, run right after the claim lock is
 # taken (its snapshot then sees every earlier claim's leases, so no row needs a lock and no
 # insert can conflict; the unique key on ``delivery`` would refuse one loudly). It is the SQLite
-# path's ``_CANDIDATES`` + ``plan_claims`` + lease, in SQL: a candidate is the k-th of its
-# endpoint in time order; it may go if k fits the endpoint's room and, rate-limited, its slot
-# (``1/rate`` apart from the endpoint's next free one) is within the horizon; the first
-# ``capacity`` that may go are leased. At a million pending, the separate statements with row
-# locks on the candidates took ~15 ms a claim here, this ~9 ms (docs/benchmarks.md).
+# path's ``_CANDIDATES`` and ``_FIFO_HEADS`` + ``plan_claims`` + lease, in SQL: a candidate is
+# the k-th of its endpoint in time order; it may go if k fits the endpoint's room and,
+# rate-limited, its slot (``1/rate`` apart from the endpoint's next free one) is within the
+# horizon; the first ``capacity`` that may go are leased. At a million pending, the separate
+# statements with row locks on the candidates took ~15 ms a claim here, this ~9 ms
+# (docs/benchmarks.md).
 #   $1 now, $2 now + RATE_HORIZON_S, $3 candidates to read, $4 capacity, $5 owner, $6 lease_s
 _CLAIM_PG = """
 WITH busy AS MATERIALIZED (
@@ -214,7 +228,11 @@ full_endpoints AS MATERIALIZED (
     SELECT b.endpoint FROM busy b JOIN hookline_endpoint e ON e.id = b.endpoint
     WHERE b.n >= e.max_in_flight
 ),
-candidates AS MATERIALIZED (
+-- Not read from the due index: full endpoints, and FIFO ones (their candidate is their head).
+skipped AS MATERIALIZED (
+    SELECT endpoint FROM full_endpoints UNION SELECT id FROM hookline_endpoint WHERE fifo = 1
+),
+scanned AS MATERIALIZED (
     SELECT d.id, d.endpoint, d.attempts, d.delivery_id, d.event, d.next_attempt_at,
            e.max_in_flight - COALESCE(b.n, 0) AS room, e.rate_limit,
            GREATEST($1, COALESCE(e.next_send_at, $1)) AS first_slot
@@ -223,18 +241,38 @@ candidates AS MATERIALIZED (
     LEFT JOIN busy b ON b.endpoint = d.endpoint
     WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND e.enabled = 1
       -- Tested on the delivery as it is read, before any join.
-      AND d.endpoint <> ALL (ARRAY(SELECT endpoint FROM full_endpoints))
-      -- Once, before the scan: with every endpoint full it would read the whole backlog.
+      AND d.endpoint <> ALL (ARRAY(SELECT endpoint FROM skipped))
+      -- Once, before the scan: with every endpoint skipped it would read the whole backlog.
       AND EXISTS (SELECT 1 FROM hookline_endpoint o
-                  WHERE o.enabled = 1 AND o.id <> ALL (ARRAY(SELECT endpoint FROM full_endpoints)))
+                  WHERE o.enabled = 1 AND o.id <> ALL (ARRAY(SELECT endpoint FROM skipped)))
       AND NOT EXISTS (SELECT 1 FROM hookline_lease l WHERE l.delivery = d.id)
       AND (e.rate_limit IS NULL OR e.next_send_at IS NULL OR e.next_send_at <= $2)
-      AND (e.fifo = 0 OR NOT EXISTS (
-            SELECT 1 FROM hookline_delivery p
-            WHERE p.endpoint = d.endpoint AND p.id < d.id AND p.finished_at IS NULL
-              AND p.status = 'pending'))
     ORDER BY d.next_attempt_at
     LIMIT $3
+),
+-- Each FIFO endpoint's head, through the endpoint's index (ordered by its columns, so that no
+-- other index can give that order without a sort).
+heads AS MATERIALIZED (
+    SELECT d.id, d.endpoint, d.attempts, d.delivery_id, d.event, d.next_attempt_at,
+           e.max_in_flight - COALESCE(b.n, 0) AS room, e.rate_limit,
+           GREATEST($1, COALESCE(e.next_send_at, $1)) AS first_slot
+    FROM hookline_endpoint e
+    CROSS JOIN LATERAL (
+        SELECT p.id FROM hookline_delivery p
+        WHERE p.endpoint = e.id AND p.finished_at IS NULL AND p.status = 'pending'
+        ORDER BY p.finished_at, p.id
+        LIMIT 1
+    ) h
+    JOIN hookline_delivery d ON d.id = h.id
+    LEFT JOIN busy b ON b.endpoint = e.id
+    WHERE e.fifo = 1 AND e.enabled = 1
+      AND e.id <> ALL (ARRAY(SELECT endpoint FROM full_endpoints))
+      AND d.next_attempt_at <= $1
+      AND NOT EXISTS (SELECT 1 FROM hookline_lease l WHERE l.delivery = d.id)
+      AND (e.rate_limit IS NULL OR e.next_send_at IS NULL OR e.next_send_at <= $2)
+),
+candidates AS (
+    SELECT * FROM scanned UNION ALL SELECT * FROM heads
 ),
 ranked AS (
     SELECT c.*, CASE WHEN c.rate_limit > 0 THEN c.first_slot + (c.k - 1) / c.rate_limit
@@ -416,21 +454,28 @@ def _claim_rows_sqlite(
     """Lease on SQLite and return the rows ``_claimed`` reads, each with its ``not_before``
     last, in candidate order."""
     # The write lock serialises SQLite's claims already: every enabled endpoint's budget in
-    # one query, which also says which endpoints are full.
-    budgets = _enabled_budgets(db)
-    full = [ep for ep, b in budgets.items() if b.in_flight >= b.max_in_flight]
-    if len(full) == len(budgets):
-        # Nothing could be taken, and the candidates would be read through the whole backlog.
-        return []
-    skip_full = f"AND d.endpoint NOT IN ({_in(full)})" if full else ""
-    candidates = [
-        (int(r[0]), int(r[1]))
-        for r in _rows(
+    # one query, which also says which endpoints are full and which are FIFO.
+    budgets, fifo = _enabled_budgets(db)
+    full = {ep for ep, b in budgets.items() if b.in_flight >= b.max_in_flight}
+    skipped = sorted(full | fifo)
+    rows: list[tuple] = []
+    # With every endpoint skipped the candidates would be read through the whole backlog.
+    if len(skipped) < len(budgets):
+        skip = f"AND d.endpoint NOT IN ({_in(skipped)})" if skipped else ""
+        rows += _rows(
             db,
-            _CANDIDATES.format(skip_full=skip_full),
-            [now, now + RATE_HORIZON_S, *full, capacity * CLAIM_WINDOW],
+            _CANDIDATES.format(skip=skip),
+            [now, now + RATE_HORIZON_S, *skipped, capacity * CLAIM_WINDOW],
         )
-    ]
+    open_fifo = sorted(fifo - full)
+    if open_fifo:
+        rows += _rows(
+            db,
+            _FIFO_HEADS.format(ids=_in(open_fifo)),
+            [*open_fifo, now, now + RATE_HORIZON_S],
+        )
+        rows.sort(key=lambda row: row[2])
+    candidates = [(int(delivery), int(endpoint)) for delivery, endpoint, _ in rows]
     if not candidates:
         return []
     chosen, next_send = plan_claims(candidates, budgets, now, capacity)
@@ -455,16 +500,19 @@ def _claim_rows_sqlite(
 
 _ENABLED_BUDGETS = """
 SELECT e.id, e.max_in_flight, e.rate_limit, e.next_send_at,
-       (SELECT COUNT(*) FROM hookline_lease l WHERE l.endpoint = e.id)
+       (SELECT COUNT(*) FROM hookline_lease l WHERE l.endpoint = e.id), e.fifo
 FROM hookline_endpoint e WHERE e.enabled = 1
 """
 
 
-def _enabled_budgets(db: DAL) -> dict[int, EndpointBudget]:
-    return {
-        int(ep): EndpointBudget(int(limit), int(in_flight), rate, next_send)
-        for ep, limit, rate, next_send, in_flight in _rows(db, _ENABLED_BUDGETS)
-    }
+def _enabled_budgets(db: DAL) -> tuple[dict[int, EndpointBudget], set[int]]:
+    """Every enabled endpoint's budget, and which of them are FIFO."""
+    budgets, fifo = {}, set()
+    for ep, limit, rate, next_send, in_flight, is_fifo in _rows(db, _ENABLED_BUDGETS):
+        budgets[int(ep)] = EndpointBudget(int(limit), int(in_flight), rate, next_send)
+        if is_fifo:
+            fifo.add(int(ep))
+    return budgets, fifo
 
 
 def _as_bytes(value: Any) -> bytes:

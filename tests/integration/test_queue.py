@@ -317,6 +317,75 @@ def test_fifo_endpoint_sends_only_its_oldest_unfinished_delivery(db, box, t0):
     assert third.delivery_row == rows[2]
 
 
+def _add_history(db, endpoint_row: int, n: int, t0: dt.datetime) -> None:
+    """``n`` finished deliveries of ``endpoint_row``, with ids below everything published later
+    (bulk SQL: a long history, quickly)."""
+    event_id = outbox.publish(db, "order.created", {"history": True}, now=t0)
+    event = db(db.hookline_event.event_id == event_id).select().first().id
+    db(db.hookline_delivery.event == event).delete()
+    stamp = t0.strftime("%Y-%m-%d %H:%M:%S")
+    series = (
+        "generate_series(1, %s) AS g(x)"
+        if is_postgres(db)
+        else "(WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < %s)"
+        " SELECT x FROM g)"
+    )
+    statement = (
+        "INSERT INTO hookline_delivery (delivery_id, event, endpoint, status, attempts,"
+        " next_attempt_at, created_at, updated_at, finished_at)"
+        " SELECT 'dlv_history' || x, %s, %s, 'succeeded', 1, %s, %s, %s, %s FROM " + series
+    )
+    if not is_postgres(db):
+        statement = statement.replace("%s", "?")
+    db.executesql(
+        statement, placeholders=[event, endpoint_row, to_epoch(t0), stamp, stamp, stamp, n]
+    )
+    db.commit()
+
+
+def test_fifo_endpoints_are_claimed_by_their_head_whatever_their_history(db, box, t0):
+    """A FIFO endpoint's candidate is its head, read through the endpoint's index: neither its
+    backlog nor another endpoint's long finished history is read per claim. With the rule tested
+    per due delivery, SQLite chose the primary key once the history was analyzed, and a claim
+    behind 300,000 finished deliveries took 89 s."""
+    _, other = make_endpoint(db, box, event_types=["order.created"])
+    _add_history(db, other, 3000, t0)
+    make_endpoint(db, box, fifo=True, event_types=["ping"])
+    make_endpoint(db, box, fifo=True, event_types=["ping"])
+    make_endpoint(db, box, event_types=["ping"])  # not FIFO
+    publish(db, 5, now=t0)
+    db.commit()
+    db.executesql("ANALYZE")
+    db.commit()
+    pending = deliveries(db, status="pending")
+    by_endpoint: dict[int, list[int]] = {}
+    for row in pending:
+        by_endpoint.setdefault(row.endpoint, []).append(row.id)
+    at = to_epoch(t0) + 1
+
+    claimed = claim(db, at, capacity=20)
+
+    got: dict[int, list[int]] = {}
+    for item in claimed:
+        got.setdefault(item.endpoint_row, []).append(item.delivery_row)
+    fifo_rows = [rows for endpoint, rows in sorted(by_endpoint.items())][:2]
+    plain_rows = [rows for endpoint, rows in sorted(by_endpoint.items())][2]
+    assert [got[endpoint] for endpoint in sorted(got)] == [
+        [min(fifo_rows[0])],
+        [min(fifo_rows[1])],
+        sorted(plain_rows),
+    ]
+    assert claim(db, at, capacity=20) == []  # each FIFO head is in flight
+    if is_postgres(db):
+        plan = _claim_plan_pg(db, at, window=40, capacity=20)
+        heads = plan.split("CTE heads", 1)[1].split("\n  CTE ", 1)[0]  # up to the next CTE
+        assert "Index Scan using hookline_delivery_by_endpoint_idx on hookline_delivery p" in heads
+        assert "AND (finished_at IS NULL))" in heads, plan  # the unfinished range, first entry
+    else:
+        plan = _plan(db, queue._FIFO_HEADS.format(ids="%s, %s"), [2, 3, at, at + 1])
+        assert "hookline_delivery_by_endpoint_idx" in plan, plan
+
+
 def test_max_in_flight_caps_concurrent_sending_across_claims(db, box, t0):
     make_endpoint(db, box, max_in_flight=2)
     publish(db, 5, now=t0)
@@ -656,11 +725,11 @@ def test_claim_reads_the_partial_indexes(db, box, t0):
     if is_postgres(db):
         text = _claim_plan_pg(db, now, window=20, capacity=10)
         assert "hookline_delivery_due_ep_idx" in text, text
-        # On 50 rows PostgreSQL's costs tie between any index that leads with the endpoint;
-        # it picks by statistics, not by the shape of the query.
+        assert "Index Scan using hookline_delivery_by_endpoint_idx" in text, text  # the head
         return
-    text = _plan(db, queue._CANDIDATES.format(skip_full=""), [now, now + 1, 10])
+    text = _plan(db, queue._CANDIDATES.format(skip=""), [now, now + 1, 10])
     assert "hookline_delivery_due_ep_idx" in text, text
+    text = _plan(db, queue._FIFO_HEADS.format(ids="%s"), [1, now, now + 1])
     assert "hookline_delivery_by_endpoint_idx" in text, text
     text = _plan(db, queue._ENABLED_BUDGETS, [])
     assert "hookline_lease_endpoint_idx" in text, text

@@ -738,6 +738,32 @@ def test_claim_reads_the_partial_indexes(db, box, t0):
     assert "hookline_delivery_by_endpoint_idx" in text, text
 
 
+def test_the_postgresql_claim_plan_made_on_empty_tables_still_reads_by_index(db, box, t0):
+    """The claim's plan is made once per connection, typically when a worker starts on tables
+    that are still empty, and then serves every claim: planned that way without the claim's
+    settings, it read the lease table in full for every candidate (750 ms a claim at a million
+    pending)."""
+    if not is_postgres(db):
+        pytest.skip("SQLite plans each statement as it runs")
+    make_endpoint(db, box, max_in_flight=1000)
+    at = to_epoch(t0) + 1
+    assert claim(db, at) == []  # prepares and plans the claim on empty tables
+    publish(db, 300, now=t0)
+    db.commit()
+    assert len(claim(db, at, capacity=100)) == 100  # the same plan, now with leases to read
+
+    db.executesql(queue.CLAIM_PLANNER_SETTINGS)
+    rows = db.executesql(
+        "EXPLAIN EXECUTE hookline_claim(%s, %s, 200, 100, 'w', 60)", placeholders=[at, at + 1]
+    )
+    db.rollback()
+    plan = "\n".join(row[0] for row in rows)
+    assert "$1" in plan, plan  # the cached generic plan, not one made for these values
+    assert "Seq Scan on hookline_lease" not in plan, plan
+    assert "Seq Scan on hookline_delivery" not in plan, plan
+    assert "Index Scan using hookline_delivery_due_ep_idx on hookline_delivery d" in plan, plan
+
+
 def test_a_postgresql_claim_reads_the_due_index_in_order_before_any_analyze(db, box, t0):
     """A table filled since PostgreSQL last gathered statistics (a fresh database, a burst), with
     one endpoint, made the planner expect a single due row: the claim read every due delivery

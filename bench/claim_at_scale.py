@@ -176,7 +176,7 @@ def child(engine_env: dict, claims: int, capacity: int) -> None:
             rss.append(rss_mb(os.getpid())[0])
     plan = db.executesql(
         ("EXPLAIN QUERY PLAN " if engine_env.get("HOOKLINE_DATABASE_URL") is None else "EXPLAIN ")
-        + dialect_sql(db, queue._CANDIDATES.format(skip_full="")),
+        + dialect_sql(db, queue._CANDIDATES.format(skip="")),
         placeholders=[
             time.time(),
             time.time() + queue.RATE_HORIZON_S,

@@ -429,6 +429,7 @@ _ORDER = [
     "latency",
     "isolation",
     "claim",
+    "backlogs",
     "ingest",
     "findings",
 ]

@@ -168,34 +168,38 @@ class Claimed(NamedTuple):
     secrets_version: int = 1
 
 
+# What makes a due delivery takeable, in every claim query: no lease holds it, and its endpoint's
+# next rate slot is within the claim's horizon (``{horizon}``: that statement's placeholder for
+# now + RATE_HORIZON_S).
+_TAKEABLE = """NOT EXISTS (SELECT 1 FROM hookline_lease l WHERE l.delivery = d.id)
+  AND (e.rate_limit IS NULL OR e.next_send_at IS NULL OR e.next_send_at <= {horizon})"""
+
 # Endpoints with no room (at max_in_flight, or rate slots beyond the horizon) are left out of
 # the window, so one stuck endpoint's backlog cannot fill it and starve the others. So are FIFO
 # endpoints: each may send only its head (its oldest unfinished delivery), which _FIFO_HEADS
 # reads through the endpoint's own index. Tested as the due index is read, the FIFO rule cost
 # a lookup per delivery of the endpoint's whole backlog on every claim, and with the wrong index
 # (SQLite chose the primary key once a long finished history was analyzed) 89 s a claim.
-_CANDIDATES = """
+_CANDIDATES = f"""
 SELECT d.id, d.endpoint, d.next_attempt_at FROM hookline_delivery d
 JOIN hookline_endpoint e ON e.id = d.endpoint
 WHERE d.status = 'pending' AND d.next_attempt_at <= %s AND e.enabled = 1
-  AND NOT EXISTS (SELECT 1 FROM hookline_lease l WHERE l.delivery = d.id)
-  AND (e.rate_limit IS NULL OR e.next_send_at IS NULL OR e.next_send_at <= %s)
-  {skip}
+  AND {_TAKEABLE.format(horizon="%s")}
+  {{skip}}
 ORDER BY d.next_attempt_at
 LIMIT %s
 """
 # SQLite: the due heads of the given FIFO endpoints, each not already leased. INDEXED BY: for
 # ``ORDER BY p.id LIMIT 1`` the primary key is the planner's other choice, and it reads through
 # the finished history (as the per-delivery form of the check came to, after ANALYZE).
-_FIFO_HEADS = """
+_FIFO_HEADS = f"""
 SELECT d.id, d.endpoint, d.next_attempt_at FROM hookline_endpoint e
 JOIN hookline_delivery d ON d.id = (
     SELECT p.id FROM hookline_delivery p INDEXED BY hookline_delivery_by_endpoint_idx
     WHERE p.endpoint = e.id AND p.finished_at IS NULL AND p.status = 'pending'
     ORDER BY p.id LIMIT 1)
-WHERE e.id IN ({ids}) AND d.next_attempt_at <= %s
-  AND NOT EXISTS (SELECT 1 FROM hookline_lease l WHERE l.delivery = d.id)
-  AND (e.rate_limit IS NULL OR e.next_send_at IS NULL OR e.next_send_at <= %s)
+WHERE e.id IN ({{ids}}) AND d.next_attempt_at <= %s
+  AND {_TAKEABLE.format(horizon="%s")}
 """
 # Leased deliveries stay at the head of the due index until recorded: the NOT EXISTS steps over
 # them, a cost bounded by what is in flight.
@@ -220,7 +224,12 @@ LIMIT 1
 # statements with row locks on the candidates took ~15 ms a claim here, this ~9 ms
 # (docs/benchmarks.md).
 #   $1 now, $2 now + RATE_HORIZON_S, $3 candidates to read, $4 capacity, $5 owner, $6 lease_s
-_CLAIM_PG = """
+# The due-index read and the FIFO heads are united, so they give the same columns.
+_CANDIDATE_COLUMNS_PG = """d.id, d.endpoint, d.attempts, d.delivery_id, d.event, d.next_attempt_at,
+           e.max_in_flight - COALESCE(b.n, 0) AS room, e.rate_limit,
+           GREATEST($1, COALESCE(e.next_send_at, $1)) AS first_slot"""
+_TAKEABLE_PG = _TAKEABLE.format(horizon="$2")
+_CLAIM_PG = f"""
 WITH busy AS MATERIALIZED (
     SELECT endpoint, COUNT(*) AS n FROM hookline_lease GROUP BY endpoint
 ),
@@ -233,9 +242,7 @@ skipped AS MATERIALIZED (
     SELECT endpoint FROM full_endpoints UNION SELECT id FROM hookline_endpoint WHERE fifo = 1
 ),
 scanned AS MATERIALIZED (
-    SELECT d.id, d.endpoint, d.attempts, d.delivery_id, d.event, d.next_attempt_at,
-           e.max_in_flight - COALESCE(b.n, 0) AS room, e.rate_limit,
-           GREATEST($1, COALESCE(e.next_send_at, $1)) AS first_slot
+    SELECT {_CANDIDATE_COLUMNS_PG}
     FROM hookline_delivery d
     JOIN hookline_endpoint e ON e.id = d.endpoint
     LEFT JOIN busy b ON b.endpoint = d.endpoint
@@ -245,17 +252,14 @@ scanned AS MATERIALIZED (
       -- Once, before the scan: with every endpoint skipped it would read the whole backlog.
       AND EXISTS (SELECT 1 FROM hookline_endpoint o
                   WHERE o.enabled = 1 AND o.id <> ALL (ARRAY(SELECT endpoint FROM skipped)))
-      AND NOT EXISTS (SELECT 1 FROM hookline_lease l WHERE l.delivery = d.id)
-      AND (e.rate_limit IS NULL OR e.next_send_at IS NULL OR e.next_send_at <= $2)
+      AND {_TAKEABLE_PG}
     ORDER BY d.next_attempt_at
     LIMIT $3
 ),
 -- Each FIFO endpoint's head, through the endpoint's index (ordered by its columns, so that no
 -- other index can give that order without a sort).
 heads AS MATERIALIZED (
-    SELECT d.id, d.endpoint, d.attempts, d.delivery_id, d.event, d.next_attempt_at,
-           e.max_in_flight - COALESCE(b.n, 0) AS room, e.rate_limit,
-           GREATEST($1, COALESCE(e.next_send_at, $1)) AS first_slot
+    SELECT {_CANDIDATE_COLUMNS_PG}
     FROM hookline_endpoint e
     CROSS JOIN LATERAL (
         SELECT p.id FROM hookline_delivery p
@@ -268,8 +272,7 @@ heads AS MATERIALIZED (
     WHERE e.fifo = 1 AND e.enabled = 1
       AND e.id <> ALL (ARRAY(SELECT endpoint FROM full_endpoints))
       AND d.next_attempt_at <= $1
-      AND NOT EXISTS (SELECT 1 FROM hookline_lease l WHERE l.delivery = d.id)
-      AND (e.rate_limit IS NULL OR e.next_send_at IS NULL OR e.next_send_at <= $2)
+      AND {_TAKEABLE_PG}
 ),
 candidates AS (
     SELECT * FROM scanned UNION ALL SELECT * FROM heads

@@ -125,13 +125,34 @@ def bulk_load(bdb: BenchDB, endpoints: int, events: int, deliveries: int, url: s
     return time.perf_counter() - started
 
 
+def _claim_plan(db, postgres: bool, capacity: int) -> list[tuple]:
+    """The plan of the claim's candidate read: SQLite's query, or PostgreSQL's claim statement
+    as a claim runs it (its planner settings), reduced to the lines that read a table."""
+    from hookline import queue
+    from hookline.fanout import dialect_sql
+
+    now, window = time.time(), capacity * queue.CLAIM_WINDOW
+    if not postgres:
+        return db.executesql(
+            "EXPLAIN QUERY PLAN " + dialect_sql(db, queue._CANDIDATES.format(skip="")),
+            placeholders=[now, window, now + queue.RATE_HORIZON_S, window],
+        )
+    db.executesql(f"PREPARE bench_claim {queue._CLAIM_PG_TYPES} AS {queue._CLAIM_PG}")
+    db.executesql(queue.CLAIM_PLANNER_SETTINGS)
+    rows = db.executesql(
+        f"EXPLAIN EXECUTE bench_claim(%s, %s, {window}, {capacity}, 'w', 60)",
+        placeholders=[now, now + queue.RATE_HORIZON_S],
+    )
+    db.rollback()
+    return [row for row in rows if " Scan " in row[0] or row[0].lstrip().startswith("CTE ")]
+
+
 def child(engine_env: dict, claims: int, capacity: int) -> None:
     """The timed part, in its own process: prints one JSON line."""
     os.environ.update(engine_env)
     from hookline import queue
     from hookline.config import Settings
     from hookline.database import connect
-    from hookline.fanout import dialect_sql
     from hookline.queue import SendResult
     from hookline.retry import RetryPolicy
 
@@ -174,15 +195,7 @@ def child(engine_env: dict, claims: int, capacity: int) -> None:
             record_ms.append(r)
             got.append(len(items))
             rss.append(rss_mb(os.getpid())[0])
-    plan = db.executesql(
-        ("EXPLAIN QUERY PLAN " if engine_env.get("HOOKLINE_DATABASE_URL") is None else "EXPLAIN ")
-        + dialect_sql(db, queue._CANDIDATES.format(skip="")),
-        placeholders=[
-            time.time(),
-            time.time() + queue.RATE_HORIZON_S,
-            capacity * queue.CLAIM_WINDOW,
-        ],
-    )
+    plan = _claim_plan(db, engine_env.get("HOOKLINE_DATABASE_URL") is not None, capacity)
     db.commit()
     db.close()
     print(

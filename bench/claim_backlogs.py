@@ -1,4 +1,4 @@
-"""queue.claim() when an endpoint cannot take its backlog: FIFO endpoints and full ones.
+"""queue.claim() when an endpoint cannot take its backlog: FIFO, full and rate-limited ones.
 
 Per engine and scenario, a fresh migrated database with deliveries inserted by bulk SQL, then
 statistics analysed; --claims claims of up to 100, each timed, each followed by recording what
@@ -10,6 +10,10 @@ it claimed as succeeded (untimed), so in-flight budgets do not fill up:
                  --plain due deliveries, due after all of them
   full-backlog   the same, but the first endpoint is not FIFO: it is at its max_in_flight (5),
                  held by another worker's leases
+  rate-backlog   the same, but the first endpoint is rate-limited to one delivery per 5 s, its
+                 next slot taken by a first claim
+  many-endpoints full-backlog, plus --endpoints more plain endpoints with 2 due deliveries
+                 each, due after the backlog (a claim then reads endpoint by endpoint)
 
 A FIFO endpoint may send one delivery at a time, so a claim takes 1 of its deliveries; a plain
 endpoint takes its default max_in_flight (20). No goal of its own: the claim goal (<= 5 ms) is
@@ -28,9 +32,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import BenchDB, argv_command, create_endpoint, md_table, median, update_docs
+from common import ALLOW, BenchDB, argv_command, create_endpoint, md_table, median, update_docs
 
-SCENARIOS = ("fifo-history", "fifo-backlog", "full-backlog")
+SCENARIOS = ("fifo-history", "fifo-backlog", "full-backlog", "rate-backlog", "many-endpoints")
+_BLOCKED = {"fifo": {"fifo": True}, "rate": {"rate_limit": 0.2}}
 
 
 _COLUMNS = (
@@ -67,6 +72,19 @@ def _insert(
         db.executesql(_INSERT_SQLITE, placeholders=[n, *values, finished_at])
 
 
+def _add_endpoints(db, bdb: BenchDB, n: int) -> None:
+    """``n`` more plain endpoints, on one connection (``create_endpoint`` connects per call)."""
+    from hookline import endpoints
+    from hookline.endpoint_rules import parse_endpoint
+    from hookline.netguard import NetworkPolicy
+
+    network = NetworkPolicy.from_settings(ALLOW)
+    for i in range(n):
+        data = {"url": f"http://127.0.0.1:9/many/{i}", "event_types": ["order.paid"]}
+        endpoints.create_endpoint(db, bdb.box(), parse_endpoint(data, network, creating=True))
+    db.commit()
+
+
 def run(engine: str, scenario: str, args: argparse.Namespace) -> dict:
     """One scenario on a fresh database: the claims' times and what they took."""
     from hookline import outbox, queue
@@ -75,11 +93,13 @@ def run(engine: str, scenario: str, args: argparse.Namespace) -> dict:
 
     with BenchDB(engine) as bdb:
         create_endpoint(bdb, "http://127.0.0.1:9/other", event_types=["order.created"])
-        blocked = {"fifo": True} if scenario.startswith("fifo") else {"max_in_flight": 5}
+        blocked = _BLOCKED.get(scenario.split("-")[0], {"max_in_flight": 5})
         create_endpoint(bdb, "http://127.0.0.1:9/blocked", event_types=["ping"], **blocked)
         if scenario != "fifo-history":
             create_endpoint(bdb, "http://127.0.0.1:9/plain", event_types=["order.paid"])
         db = bdb.connect()
+        if scenario == "many-endpoints":
+            _add_endpoints(db, bdb, args.endpoints)
         ids = [int(r[0]) for r in db.executesql("SELECT id FROM hookline_endpoint ORDER BY id")]
         now = time.time()
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now))
@@ -99,10 +119,12 @@ def run(engine: str, scenario: str, args: argparse.Namespace) -> dict:
             _insert(
                 db, args.plain, endpoint=ids[2], due=(now - 300, now - 60), finished=False, **kw
             )
+            for endpoint in ids[3:]:
+                _insert(db, 2, endpoint=endpoint, due=(now - 300, now - 60), finished=False, **kw)
         db.commit()
         db.executesql("ANALYZE")
         db.commit()
-        if scenario == "full-backlog":
+        if scenario in ("full-backlog", "many-endpoints", "rate-backlog"):
             held = queue.claim(db, "holder", now=time.time(), capacity=5, lease_s=3600.0)
             assert {c.endpoint_row for c in held} == {ids[1]}, held
         policy, rng = RetryPolicy(), random.Random(0)
@@ -143,6 +165,7 @@ def main() -> int:
     p.add_argument("--history", type=int, default=300_000)
     p.add_argument("--backlog", type=int, default=200_000)
     p.add_argument("--plain", type=int, default=5_000)
+    p.add_argument("--endpoints", type=int, default=1000, help="many-endpoints: added endpoints")
     p.add_argument("--claims", type=int, default=20)
     p.add_argument("--scenarios", default=",".join(SCENARIOS), help="subset of the above")
     p.add_argument("--no-docs", action="store_true")
@@ -166,8 +189,10 @@ def main() -> int:
 {args.claims} claims of up to 100 per scenario, each recorded before the next. `fifo-history`:
 a FIFO endpoint's 2,000 due deliveries behind {args.history:,} finished deliveries of another
 endpoint. `fifo-backlog` / `full-backlog`: {args.backlog:,} due deliveries of a FIFO endpoint /
-of an endpoint held at its `max_in_flight`, ahead of a plain endpoint's {args.plain:,}. No goal of
-its own (see the script's docstring).
+of an endpoint held at its `max_in_flight`, ahead of a plain endpoint's {args.plain:,}.
+`rate-backlog`: the same for an endpoint rate-limited to 0.2/s. `many-endpoints`: full-backlog
+with {args.endpoints:,} more endpoints, 2 due deliveries each. No goal of its own (see the
+script's docstring).
 
 ```
 {argv_command()}

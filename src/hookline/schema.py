@@ -32,6 +32,11 @@ _INDEXES = (
     # candidates reads no delivery row.
     "CREATE INDEX IF NOT EXISTS hookline_delivery_due_ep_idx"
     " ON hookline_delivery (next_attempt_at, endpoint) WHERE status = 'pending'",
+    # Each endpoint's pending deliveries in time order: what a claim reads endpoint by endpoint
+    # when other endpoints, left out of the claim (full, rate-limited, FIFO), hold the front of
+    # the due index, so that it does not step over their backlog.
+    "CREATE INDEX IF NOT EXISTS hookline_delivery_pending_ep_idx"
+    " ON hookline_delivery (endpoint, next_attempt_at) WHERE status = 'pending'",
     # An endpoint's deliveries, unfinished ones first: FIFO's "is an earlier one unfinished?",
     # discarding an endpoint's unfinished deliveries, its history, cascading deletes. finished_at
     # is NULL exactly while a delivery is pending (queries still test the status).

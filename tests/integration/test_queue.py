@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
+import re
 import threading
 import time
 from pathlib import Path
@@ -317,13 +318,16 @@ def test_fifo_endpoint_sends_only_its_oldest_unfinished_delivery(db, box, t0):
     assert third.delivery_row == rows[2]
 
 
-def _add_history(db, endpoint_row: int, n: int, t0: dt.datetime) -> None:
-    """``n`` finished deliveries of ``endpoint_row``, with ids below everything published later
-    (bulk SQL: a long history, quickly)."""
-    event_id = outbox.publish(db, "order.created", {"history": True}, now=t0)
+def _bulk_deliveries(
+    db, endpoint_row: int, n: int, t0: dt.datetime, *, due: float, finished: bool, tag: str
+) -> None:
+    """``n`` deliveries of ``endpoint_row`` due at ``due``, finished (succeeded) or pending, by
+    bulk SQL: a long history or backlog, quickly."""
+    event_id = outbox.publish(db, "order.created", {"bulk": tag}, now=t0)
     event = db(db.hookline_event.event_id == event_id).select().first().id
     db(db.hookline_delivery.event == event).delete()
     stamp = t0.strftime("%Y-%m-%d %H:%M:%S")
+    status, finished_at = ("succeeded", stamp) if finished else ("pending", None)
     series = (
         "generate_series(1, %s) AS g(x)"
         if is_postgres(db)
@@ -333,14 +337,19 @@ def _add_history(db, endpoint_row: int, n: int, t0: dt.datetime) -> None:
     statement = (
         "INSERT INTO hookline_delivery (delivery_id, event, endpoint, status, attempts,"
         " next_attempt_at, created_at, updated_at, finished_at)"
-        " SELECT 'dlv_history' || x, %s, %s, 'succeeded', 1, %s, %s, %s, %s FROM " + series
+        f" SELECT 'dlv_{tag}' || x, %s, %s, %s, 0, %s, %s, %s, %s FROM " + series
     )
     if not is_postgres(db):
         statement = statement.replace("%s", "?")
     db.executesql(
-        statement, placeholders=[event, endpoint_row, to_epoch(t0), stamp, stamp, stamp, n]
+        statement, placeholders=[event, endpoint_row, status, due, stamp, stamp, finished_at, n]
     )
     db.commit()
+
+
+def _add_history(db, endpoint_row: int, n: int, t0: dt.datetime) -> None:
+    """``n`` finished deliveries of ``endpoint_row``, with ids below everything published later."""
+    _bulk_deliveries(db, endpoint_row, n, t0, due=to_epoch(t0), finished=True, tag="history")
 
 
 def test_fifo_endpoints_are_claimed_by_their_head_whatever_their_history(db, box, t0):
@@ -707,9 +716,10 @@ def _claim_plan_pg(db, at: float, *, window: int, capacity: int, analyze: bool =
 
 
 def test_claim_reads_the_partial_indexes(db, box, t0):
-    """Due deliveries from the due index, in-flight counts from the lease table's endpoint
-    index, FIFO's check and an endpoint's unfinished deliveries from the endpoint index's
-    unfinished range: none of them reads finished history."""
+    """Due deliveries from the due index (and, endpoint by endpoint, from the pending index),
+    in-flight counts from the lease table's endpoint index, FIFO heads and an endpoint's
+    unfinished deliveries from the endpoint index's unfinished range: none of them reads
+    finished history."""
     make_endpoint(db, box, fifo=True)
     publish(db, 50, now=t0)
     db.commit()
@@ -727,8 +737,12 @@ def test_claim_reads_the_partial_indexes(db, box, t0):
         assert "hookline_delivery_due_ep_idx" in text, text
         assert "Index Scan using hookline_delivery_by_endpoint_idx" in text, text  # the head
         return
-    text = _plan(db, queue._CANDIDATES.format(skip=""), [now, now + 1, 10])
+    text = _plan(db, queue._CANDIDATES.format(skip=""), [now, 30, now + 1, 10])
     assert "hookline_delivery_due_ep_idx" in text, text
+    text = _plan(db, queue._DUE_REACHED, [now, 30])
+    assert "hookline_delivery_due_ep_idx" in text, text
+    text = _plan(db, queue._DUE_BY_ENDPOINT.format(skip=""), [now, 10, 20])
+    assert "hookline_delivery_pending_ep_idx" in text, text
     text = _plan(db, queue._FIFO_HEADS.format(ids="%s"), [1, now, now + 1])
     assert "hookline_delivery_by_endpoint_idx" in text, text
     text = _plan(db, queue._ENABLED_BUDGETS, [])
@@ -813,8 +827,9 @@ def test_a_claim_with_every_endpoint_full_does_not_read_the_backlog(db, box, t0,
 
     if is_postgres(db):
         plan = _claim_plan_pg(db, at, window=200, capacity=100, analyze=True)
-        [scan] = [line for line in plan.splitlines() if "on hookline_delivery d " in line]
-        assert "never executed" in scan, plan
+        scans = [line for line in plan.splitlines() if "Scan using hookline_delivery_" in line]
+        assert scans, plan
+        assert all("never executed" in scan for scan in scans), plan
         assert claim(db, at) == []
     else:
         read = []
@@ -826,6 +841,105 @@ def test_a_claim_with_every_endpoint_full_does_not_read_the_backlog(db, box, t0,
         monkeypatch.undo()
         assert not [sql for sql in read if sql.startswith(queue._CANDIDATES[:30])], read
     assert len(deliveries(db, status="sending")) == 2
+
+
+_BLOCKING = {
+    "full": {"max_in_flight": 1},
+    "rate-limited": {"rate_limit": 0.2},  # a slot every 5 s: beyond the horizon once one is taken
+    "fifo": {"fifo": True},
+}
+
+
+@pytest.mark.parametrize("blocking", sorted(_BLOCKING))
+def test_a_backlog_that_cannot_be_taken_does_not_hide_what_is_due_behind_it(db, box, t0, blocking):
+    """An endpoint that cannot take its backlog now (full, its next rate slot beyond the horizon,
+    FIFO with its head in flight) may fill the front of the due index beyond what a claim reads
+    of it: the claim then reads the other endpoints one by one, and takes their due deliveries
+    in time order, each endpoint within its room."""
+    _, stuck = make_endpoint(db, box, event_types=["order.created"], **_BLOCKING[blocking])
+    _, small = make_endpoint(db, box, event_types=["ping"], max_in_flight=3)
+    _, plain = make_endpoint(db, box, event_types=["order.paid"])
+    _bulk_deliveries(db, stuck, 200, t0, due=to_epoch(t0) - 60, finished=False, tag="stuck")
+    later = t0 + dt.timedelta(seconds=1)
+    publish(db, 5, now=later)
+    publish(db, 2, now=later + dt.timedelta(seconds=1), event_type="order.paid")
+    db.commit()
+    small_rows = [row.id for row in deliveries(db, endpoint=small)]
+    plain_rows = [row.id for row in deliveries(db, endpoint=plain)]
+    at = to_epoch(later) + 5
+
+    first = claim(db, at, capacity=1)
+    assert [item.endpoint_row for item in first] == [stuck]  # which can take no more now
+    # A window of 8 and a reach of 9 entries of the due index: all of them the stuck endpoint's.
+    second = claim(db, at, capacity=4)
+    assert [item.delivery_row for item in second] == [*small_rows[:3], plain_rows[0]]
+    third = claim(db, at, capacity=10)  # small is at its max_in_flight now
+    assert [item.delivery_row for item in third] == [plain_rows[1]]
+    assert claim(db, at, capacity=10) == []
+
+
+def _vm_steps(db, action) -> int:
+    """SQLite virtual-machine instructions (in hundreds) that ``action`` runs on ``db``."""
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    connection = db._adapter.connection
+    connection.set_progress_handler(count, 100)
+    try:
+        action()
+    finally:
+        connection.set_progress_handler(None, 100)
+    return steps[0]
+
+
+def _entries_read(plan: str, index: str) -> list[int]:
+    """Per scan of ``index`` in an EXPLAIN ANALYZE: the entries it read, those it returned and
+    those its filter removed."""
+    read: list[int] = []
+    scanning = False
+    for line in plan.splitlines():
+        if "->" in line:
+            scanning = f"using {index} " in line
+            if scanning:
+                read.append(int(re.search(r"\(actual time=\S+ rows=(\d+) loops=1\)", line)[1]))
+        elif scanning and "Rows Removed by Filter:" in line:
+            read[-1] += int(line.split(":")[1])
+    return read
+
+
+def test_a_claim_reads_no_further_into_a_backlog_it_cannot_take_than_its_reach(db, box, t0):
+    """What a claim reads does not grow with a backlog that its left-out endpoints hold in front
+    of the others. It stepped over every entry of it: ~0.15 µs each on SQLite (holding the write
+    lock), ~0.25 µs on PostgreSQL, so a hanging endpoint's million would cost each claim
+    150-250 ms."""
+    _, stuck = make_endpoint(db, box, max_in_flight=1, event_types=["order.created"])
+    _, other = make_endpoint(db, box, event_types=["ping"])
+    _bulk_deliveries(db, stuck, 300, t0, due=to_epoch(t0) - 60, finished=False, tag="first")
+    publish(db, 30, now=t0)
+    db.commit()
+    at = to_epoch(t0) + 1
+    assert [item.endpoint_row for item in claim(db, at, capacity=1)] == [stuck]
+
+    if is_postgres(db):
+        plan = _claim_plan_pg(db, at, window=10, capacity=5, analyze=True)
+        read = _entries_read(plan, "hookline_delivery_due_ep_idx")
+        assert read, plan
+        assert max(read) <= 10 + 1, plan  # the window and the one in flight
+        assert [item.endpoint_row for item in claim(db, at, capacity=5)] == [other] * 5
+        return
+
+    def claim_and_finish() -> None:
+        claimed = claim(db, at, capacity=5)
+        assert [item.endpoint_row for item in claimed] == [other] * 5
+        record(db, [result(item, 200, started=at) for item in claimed], at)
+
+    before = _vm_steps(db, claim_and_finish)
+    _bulk_deliveries(db, stuck, 5000, t0, due=to_epoch(t0) - 120, finished=False, tag="more")
+    after = _vm_steps(db, claim_and_finish)
+    assert after < before * 1.5, (before, after)
 
 
 # --- record and claim in one transaction -----------------------------------------------------

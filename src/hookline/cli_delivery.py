@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from hookline import endpoints, operations
+from hookline import discard, endpoints, operations
 from hookline.config import Settings
 from hookline.database import connect, migrate
 from hookline.endpoint_rules import parse_endpoint
@@ -52,6 +52,20 @@ def _session() -> Iterator[tuple[Any, SecretBox, NetworkPolicy]]:
         raise click.ClickException(str(error)) from None
     finally:
         db.close()
+
+
+def _discard_left_behind(db: Any, endpoint_row: int) -> None:
+    """Commit, then discard what disabling or deleting the endpoint left behind, a batch per
+    transaction, with a progress bar."""
+    db.commit()
+    total = discard.left_behind_count(db, endpoint_row)
+    if total == 0:
+        return
+    with Progress(console=console) as progress:
+        task = progress.add_task("discarding deliveries", total=total)
+        discard.discard_left_behind(
+            db, endpoint_row=endpoint_row, progress=lambda n: progress.advance(task, n)
+        )
 
 
 def _print_json(value: Any) -> None:
@@ -164,8 +178,10 @@ def register(cli: click.Group) -> None:
     @endpoints_group.command("enable")
     @click.argument("endpoint_id")
     def enable(endpoint_id: str) -> None:
-        """Enable an endpoint (clears its failure clock)."""
+        """Enable an endpoint (clears its failure clock). What its disabling left to discard is
+        discarded first."""
         with _session() as (db, _box, _network):
+            _discard_left_behind(db, endpoints.find_endpoint(db, endpoint_id).id)
             endpoints.set_enabled(db, endpoint_id, True, reason="enabled from the CLI")
         click.echo(f"enabled {endpoint_id}")
 
@@ -173,17 +189,20 @@ def register(cli: click.Group) -> None:
     @click.argument("endpoint_id")
     @click.option("--reason", default="disabled from the CLI", show_default=True)
     def disable(endpoint_id: str, reason: str) -> None:
-        """Disable an endpoint; its unfinished deliveries are discarded."""
+        """Disable an endpoint; its unfinished deliveries are discarded (the command waits)."""
         with _session() as (db, _box, _network):
             endpoints.set_enabled(db, endpoint_id, False, reason=reason)
+            _discard_left_behind(db, endpoints.find_endpoint(db, endpoint_id).id)
         click.echo(f"disabled {endpoint_id}")
 
     @endpoints_group.command("delete")
     @click.argument("endpoint_id")
     def delete(endpoint_id: str) -> None:
-        """Delete an endpoint."""
+        """Delete an endpoint; its unfinished deliveries are discarded (the command waits)."""
         with _session() as (db, _box, _network):
+            row_id = endpoints.find_endpoint(db, endpoint_id).id
             endpoints.delete_endpoint(db, endpoint_id)
+            _discard_left_behind(db, row_id)
         click.echo(f"deleted {endpoint_id}")
 
     @endpoints_group.command("rotate")

@@ -12,11 +12,10 @@ import json
 from typing import Any
 
 from pydal import DAL
-from pydal.objects import Query
 
-from hookline import signing
+from hookline import discard, signing
 from hookline.endpoint_rules import EndpointChanges
-from hookline.errors import NotFound
+from hookline.errors import Conflict, NotFound
 from hookline.ids import new_id
 from hookline.outbox import publish
 from hookline.retry import format_schedule
@@ -34,7 +33,6 @@ __all__ = [
     "list_endpoints",
     "rotate_secret",
     "set_enabled",
-    "unfinished_deliveries",
     "update_endpoint",
 ]
 
@@ -169,41 +167,43 @@ def update_endpoint(
     return get_endpoint(db, endpoint_id), credentials
 
 
-def unfinished_deliveries(db: DAL, endpoint_row_id: int) -> Query:
-    """The endpoint's pending deliveries, being sent or not: the unfinished range of the
-    endpoint's index (``finished_at`` is NULL), then the status, which is the truth."""
-    table = db.hookline_delivery
-    return (
-        (table.endpoint == endpoint_row_id)
-        & (table.finished_at == None)
-        & (table.status == "pending")
-    )
-
-
-def _discard_unfinished(db: DAL, endpoint_row_id: int, now: dt.datetime, why: str) -> int:
+def _discard_unfinished(db: DAL, endpoint_row_id: int, now: dt.datetime, why: str) -> None:
     # Leases go too: a result still in flight is then kept as an attempt and changes nothing.
+    # A first batch here, the rest a batch per transaction (``discard``): with a large backlog,
+    # one transaction held SQLite's write lock for seconds.
     db(db.hookline_lease.endpoint == endpoint_row_id).delete()
-    return db(unfinished_deliveries(db, endpoint_row_id)).update(
-        status="discarded", last_error=why, updated_at=now, finished_at=now
+    discard.discard_batch(
+        db, endpoint_row_id, now, why, discard.DISCARD_BATCH, while_disabled=False
     )
 
 
 def set_enabled(
     db: DAL, endpoint_id: str, enabled: bool, *, reason: str, now: dt.datetime | None = None
 ) -> dict[str, Any]:
-    """Enable or disable an endpoint. Disabling discards its unfinished deliveries and publishes
-    ``endpoint.disabled``; enabling clears the failure clock."""
+    """Enable or disable an endpoint. Disabling discards its unfinished deliveries (a first
+    batch here, the rest by ``discard.discard_left_behind``) and publishes ``endpoint.disabled``;
+    enabling clears the failure clock, and is refused (``Conflict``) while deliveries from its
+    disabling are still to be discarded: they would be sent."""
     now = now or utcnow()
     row = find_endpoint(db, endpoint_id)
     if enabled:
+        if not row.enabled:
+            left = discard.left_behind_count(db, row.id)
+            if left:
+                raise Conflict(
+                    f"endpoint {endpoint_id} still has {left} deliveries from when it was"
+                    " disabled, being discarded; enable it once they are (the worker discards"
+                    " them in the background; `hookline endpoints enable` waits for it)",
+                    errors={"enabled": "deliveries left to discard"},
+                )
         row.update_record(
             enabled=1, disabled_reason=None, disabled_at=None, failing_since=None, updated_at=now
         )
         return get_endpoint(db, endpoint_id)
     if not row.enabled:
         return endpoint_to_dict(row)
-    # Deliveries before the endpoint row: the order in which a claim takes its locks.
-    _discard_unfinished(db, row.id, now, f"endpoint disabled: {reason}")
+    # Deliveries before the endpoint row: the order in which recording an attempt locks them.
+    _discard_unfinished(db, row.id, now, f"endpoint disabled: {reason[:512]}")
     row.update_record(enabled=0, disabled_reason=reason[:512], disabled_at=now, updated_at=now)
     view = get_endpoint(db, endpoint_id)
     publish(db, "endpoint.disabled", {"endpoint": view, "reason": reason}, now=now)
@@ -211,7 +211,8 @@ def set_enabled(
 
 
 def delete_endpoint(db: DAL, endpoint_id: str, *, now: dt.datetime | None = None) -> None:
-    """Delete an endpoint: it stops receiving at once; its history stays for the retention."""
+    """Delete an endpoint: it stops receiving at once; its history stays for the retention. Its
+    unfinished deliveries are discarded as when it is disabled."""
     now = now or utcnow()
     row = find_endpoint(db, endpoint_id)
     _discard_unfinished(db, row.id, now, "endpoint deleted")

@@ -22,6 +22,7 @@ import logging
 import os
 import random
 import signal
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ from typing import Any, TypeVar
 
 from hookline import (
     __version__,
+    discard,
     handlers,
     integrations,  # noqa: F401 - registers the built-in handlers
     queue,
@@ -127,6 +129,8 @@ class Worker:
         self._blocked_wait = MIN_BLOCKED_WAIT_S
         self._next_due: Any = UNKNOWN  # this turn's answer of queue.next_due, if it asked
         self._next_inbox_look = 0.0  # time.monotonic() from which a busy turn looks again
+        self._discarder: asyncio.Task[None] | None = None
+        self._discarder_stop = threading.Event()
 
     async def _on_db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -169,6 +173,7 @@ class Worker:
                         await self._on_db(
                             handlers.recover_messages, self._db, now=now, policy=self.policy
                         )
+                        await self._start_discarding()
                     if (
                         not self.settings.is_sqlite
                         and now - last_vacuum >= queue.LEASE_VACUUM_EVERY_S
@@ -208,6 +213,7 @@ class Worker:
                     log.warning("could not record the last results yet: %s", error)
                     await asyncio.sleep(1.0)
         finally:
+            await self._stop_discarding()
             for task in (waker, purger):
                 if task is not None:
                     task.cancel()
@@ -448,6 +454,36 @@ class Worker:
         self._results.append(outcome)
         self._inflight_rows.discard(item.delivery_row)
         self._wake.set()
+
+    async def _start_discarding(self) -> None:
+        """Start discarding what disabled or deleted endpoints left behind, if any and if not
+        already at it."""
+        if self._discarder is not None and not self._discarder.done():
+            return
+        if await self._on_db(discard.left_behind, self._db):
+            self._discarder = asyncio.create_task(asyncio.to_thread(self._discard_left_behind))
+
+    async def _stop_discarding(self) -> None:
+        # A burst run finishes the work it found; otherwise the current batch ends the discard.
+        if self._discarder is None:
+            return
+        if not self.burst:
+            self._discarder_stop.set()
+        with contextlib.suppress(Exception):
+            await self._discarder
+
+    def _discard_left_behind(self) -> None:
+        # Its own thread and connection: batches take SQLite's write lock in turn with the
+        # claims and results of the worker's own connection, never holding them up for long.
+        try:
+            db = connect(self.settings)
+            try:
+                n = discard.discard_left_behind(db, stop=self._discarder_stop.is_set)
+            finally:
+                db.close()
+            log.info("discarded %d deliveries of disabled or deleted endpoints", n)
+        except Exception:
+            log.exception("discarding the deliveries of disabled endpoints failed; trying later")
 
     async def _purge_daily(self) -> None:
         # Its own thread and connection: a long purge must not hold up claims and results.

@@ -12,9 +12,12 @@ import json
 import random
 
 import pytest
+from click.testing import CliRunner
 
 from delivery_rows import seen_deliveries
-from hookline import endpoints, operations, outbox, queue, secretbox, signing
+from hookline import discard, endpoints, operations, outbox, queue, secretbox, signing
+from hookline.cli import cli
+from hookline.cli_delivery import register
 from hookline.endpoint_rules import parse_endpoint
 from hookline.errors import Conflict, NotFound, ValidationFailed
 from hookline.netguard import NetworkPolicy
@@ -264,6 +267,118 @@ def test_delete_hides_the_endpoint_and_discards_its_work(db, box, t0):
     assert len(deliveries(db, endpoint=row_id(db, kept["endpoint_id"]))) == 2
     # Its history is kept (until the retention purge).
     assert db(db.hookline_endpoint.id == gone_row).count() == 1
+
+
+def _backlog(db, box, n: int, t0: dt.datetime) -> tuple[str, int]:
+    """An endpoint with ``n`` pending deliveries."""
+    view, _ = create(db, box, event_types=["ping"])
+    for i in range(n):
+        outbox.publish(db, "ping", {"n": i}, now=t0)
+    db.commit()
+    return view["endpoint_id"], row_id(db, view["endpoint_id"])
+
+
+def _statuses(db, endpoint_row: int) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in deliveries(db, endpoint=endpoint_row):
+        counts[row.status] = counts.get(row.status, 0) + 1
+    return counts
+
+
+def test_a_large_backlog_is_discarded_a_batch_per_transaction(db, box, t0, monkeypatch):
+    """Disabling or deleting discards a first batch; the rest waits for
+    ``discard.discard_left_behind``, a batch per committed transaction, and no claim takes it
+    meanwhile. (200,000 in one transaction held SQLite's write lock for 1.2-1.5 s.)"""
+    monkeypatch.setattr(discard, "DISCARD_BATCH", 3)
+    disabled, disabled_row = _backlog(db, box, 0, t0)
+    deleted, deleted_row = _backlog(db, box, 8, t0)  # both subscribe to ping: 8 each
+    endpoints.set_enabled(db, disabled, False, reason="gone quiet")
+    endpoints.delete_endpoint(db, deleted, now=t0)
+    db.commit()
+    for endpoint_row in (disabled_row, deleted_row):
+        assert _statuses(db, endpoint_row) == {"discarded": 3, "pending": 5}
+    assert [ep.endpoint_id for ep in discard.left_behind(db)] == [disabled, deleted]
+    assert queue.claim(db, "w", now=to_epoch(t0) + 1, capacity=100, lease_s=60) == []
+
+    batches: list[int] = []
+    assert discard.discard_left_behind(db, batches=1, progress=batches.append) == 3
+    assert discard.discard_left_behind(db, progress=batches.append) == 7
+    assert batches == [3, 2, 3, 2]
+    assert discard.discard_left_behind(db) == 0
+    assert discard.left_behind(db) == []
+    for endpoint_row, why in (
+        (disabled_row, "endpoint disabled: gone quiet"),
+        (deleted_row, "endpoint deleted"),
+    ):
+        left = deliveries(db, endpoint=endpoint_row)
+        assert {r.status for r in left} == {"discarded"}
+        assert {r.last_error for r in left} == {why}
+        assert all(r.finished_at is not None for r in left)
+
+
+def test_an_endpoint_is_enabled_again_only_once_nothing_is_left_to_discard(
+    db, box, t0, monkeypatch
+):
+    """Enabled with deliveries left from its disabling, the endpoint would send them: refused
+    with a reason until they are discarded. And a batch that lost the race discards nothing of
+    what reaches the endpoint once it is enabled."""
+    monkeypatch.setattr(discard, "DISCARD_BATCH", 2)
+    ep, endpoint_row = _backlog(db, box, 5, t0)
+    endpoints.set_enabled(db, ep, False, reason="paused")
+    db.commit()
+
+    with pytest.raises(Conflict) as refused:
+        endpoints.set_enabled(db, ep, True, reason="back")
+    assert "3 deliveries" in refused.value.message
+    assert refused.value.status == 409
+    db.rollback()
+    assert endpoints.get_endpoint(db, ep)["enabled"] is False
+
+    assert discard.discard_left_behind(db, endpoint_row=endpoint_row) == 3
+    assert endpoints.set_enabled(db, ep, True, reason="back")["enabled"] is True
+    outbox.publish(db, "ping", {"n": "new"}, now=t0)
+    db.commit()
+    late = discard.discard_batch(db, endpoint_row, t0, "endpoint disabled: paused", 100)
+    db.commit()
+    assert late == 0
+    assert _statuses(db, endpoint_row) == {"discarded": 5, "pending": 1}
+
+
+def _cli(settings, *args: str):
+    """Run ``hookline ARGS`` in this process (so that monkeypatches hold) on the test database."""
+    register(cli)  # what the console script's main() adds: the endpoint commands
+    env = {
+        "HOOKLINE_DATA_DIR": str(settings.data_dir),
+        "HOOKLINE_DATABASE_URL": settings.database_url,
+    }
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+
+def test_the_cli_waits_for_the_discard_and_discards_before_enabling(
+    settings, db, box, t0, monkeypatch
+):
+    """``hookline endpoints disable`` and ``delete`` return once every unfinished delivery is
+    discarded (a batch per transaction); ``enable`` first discards what a disabling through the
+    API left for the worker."""
+    monkeypatch.setattr(discard, "DISCARD_BATCH", 2)
+    monkeypatch.setattr(discard, "PAUSE_BETWEEN_BATCHES_S", 0.0)
+    by_cli, by_cli_row = _backlog(db, box, 0, t0)
+    by_api, by_api_row = _backlog(db, box, 0, t0)
+    deleted, deleted_row = _backlog(db, box, 5, t0)  # 5 pings for each of the three
+
+    answer = _cli(settings, "endpoints", "disable", by_cli, "--reason", "maintenance")
+    assert answer.exit_code == 0, answer.output
+    assert _statuses(db, by_cli_row) == {"discarded": 5}
+    assert _cli(settings, "endpoints", "delete", deleted).exit_code == 0
+    assert _statuses(db, deleted_row) == {"discarded": 5}
+
+    endpoints.set_enabled(db, by_api, False, reason="through the API")
+    db.commit()
+    assert _statuses(db, by_api_row) == {"discarded": 2, "pending": 3}
+    answer = _cli(settings, "endpoints", "enable", by_api)
+    assert answer.exit_code == 0, answer.output
+    assert _statuses(db, by_api_row) == {"discarded": 5}
+    assert endpoints.get_endpoint(db, by_api)["enabled"] is True
 
 
 def test_list_endpoints_oldest_first_without_secrets(db, box):

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from delivery_rows import as_seen, seen_deliveries
-from hookline import endpoints, outbox, queue, secretbox
+from hookline import discard, endpoints, outbox, queue, secretbox
 from hookline.database import connect
 from hookline.endpoint_rules import parse_endpoint
 from hookline.fanout import is_postgres
@@ -717,9 +717,9 @@ def _claim_plan_pg(db, at: float, *, window: int, capacity: int, analyze: bool =
 
 def test_claim_reads_the_partial_indexes(db, box, t0):
     """Due deliveries from the due index (and, endpoint by endpoint, from the pending index),
-    in-flight counts from the lease table's endpoint index, FIFO heads and an endpoint's
-    unfinished deliveries from the endpoint index's unfinished range: none of them reads
-    finished history."""
+    in-flight counts from the lease table's endpoint index, FIFO heads from the endpoint index's
+    unfinished range, a discard batch from the pending index: none of them reads finished
+    history."""
     make_endpoint(db, box, fifo=True)
     publish(db, 50, now=t0)
     db.commit()
@@ -747,9 +747,11 @@ def test_claim_reads_the_partial_indexes(db, box, t0):
     assert "hookline_delivery_by_endpoint_idx" in text, text
     text = _plan(db, queue._ENABLED_BUDGETS, [])
     assert "hookline_lease_endpoint_idx" in text, text
-    unfinished = endpoints.unfinished_deliveries(db, 1)
-    text = _plan(db, db(unfinished)._select(db.hookline_delivery.id), [])
-    assert "hookline_delivery_by_endpoint_idx" in text, text
+    batch = discard._DISCARD_BATCH.format(
+        indexed="INDEXED BY hookline_delivery_pending_ep_idx", still_disabled=""
+    )
+    text = _plan(db, batch, ["why", "2026-11-30 00:00:00", "2026-11-30 00:00:00", 1, 10])
+    assert "hookline_delivery_pending_ep_idx" in text, text
 
 
 def test_the_postgresql_claim_plan_made_on_empty_tables_still_reads_by_index(db, box, t0):

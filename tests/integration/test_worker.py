@@ -16,7 +16,7 @@ import pytest
 import standardwebhooks
 
 from delivery_rows import seen_deliveries
-from hookline import endpoints, outbox, queue, signing
+from hookline import discard, endpoints, outbox, queue, signing
 from hookline.endpoint_rules import parse_endpoint
 from hookline.netguard import NetworkPolicy
 from hookline.secretbox import load_secret_box
@@ -321,6 +321,46 @@ def test_a_worker_waits_instead_of_spinning_when_due_deliveries_cannot_be_claime
     assert len(transport.requests) == 1  # the rate limit held
     # Retrying at once made thousands of claims in these 1.5 s (each taking the write lock).
     assert claims_while_paced <= 20
+
+
+def test_a_running_worker_discards_what_disabling_an_endpoint_left_and_goes_on_sending(
+    settings, db, box, monkeypatch
+):
+    """Disabling discards a first batch in its own transaction; a running worker discards the
+    rest in the background, a batch per transaction, while it keeps sending to the others."""
+    monkeypatch.setattr(discard, "DISCARD_BATCH", 2)
+    monkeypatch.setattr(discard, "PAUSE_BETWEEN_BATCHES_S", 0.0)
+    paused, _ = make_endpoint(db, box, event_types=["ping"])
+    make_endpoint(db, box, event_types=["order.paid"])
+    for n in range(7):
+        outbox.publish(db, "ping", {"n": n})
+    db.commit()
+    endpoints.set_enabled(db, paused["endpoint_id"], False, reason="test")
+    db.commit()
+    paused_row = endpoints.find_endpoint(db, paused["endpoint_id"]).id
+    assert sorted(r.status for r in deliveries(db)) == ["discarded"] * 2 + ["pending"] * 5
+    transport = RecordingTransport()
+
+    async def main() -> None:
+        worker = Worker(settings, transport=transport)
+        task = asyncio.create_task(worker.run())
+        await _until(lambda: not discard.left_behind_count(db, paused_row), 10)
+        outbox.publish(db, "order.paid", {"n": "after"})
+        db.commit()
+        await _until(lambda: len(transport.requests) == 1, 10)
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(main())
+
+    statuses = {}
+    for row in deliveries(db):
+        statuses.setdefault(row.endpoint, []).append(row.status)
+    assert statuses[paused_row] == ["discarded"] * 7
+    assert [status for ep, rows in statuses.items() if ep != paused_row for status in rows] == [
+        "succeeded"
+    ]
+    assert len(transport.requests) == 1  # and none of the discarded
 
 
 def test_the_worker_reconnects_after_the_server_drops_its_connection(settings, db, box):

@@ -263,3 +263,34 @@ def test_burst_worker_with_max_deliveries_stops_early(hook, api, sink):
     rest = hook.cli("worker", "--burst")
     assert _stats(rest.stdout) == (1, 1, 1, 0)
     assert len(sink.received("fine")) == 3
+
+
+def test_a_disabled_endpoints_backlog_is_discarded_by_the_worker_before_it_can_be_enabled(
+    hook, api, auth, sink
+):
+    """Disabling through the API discards a first batch of 1,000 in its own transaction; the
+    rest waits for a worker, and enabling the endpoint again is refused with a reason until
+    then (the left-over deliveries would be sent)."""
+    endpoint = api.create(sink.url("paused"), event_types=["order.created"])
+    backlog = 1_010
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda n: api.create_order(product_name=f"item {n}"), range(backlog)))
+    path = f"/myapp/api/endpoints/{endpoint['endpoint_id']}"
+
+    answer = hook.request("PATCH", path, '{"enabled": false}', auth)
+    assert answer.status == 200, answer.body
+    assert len(api.deliveries(endpoint_id=endpoint["endpoint_id"], status="pending")) == 10
+    refused = hook.request("PATCH", path, '{"enabled": true}', auth)
+    assert refused.status == 409, refused.body
+    assert "10 deliveries" in refused.json()["message"]
+    assert api.get(path)["enabled"] is False
+
+    done = hook.cli("worker", "--burst")
+    assert _stats(done.stdout) == (0, 0, 0, 0)
+    rows = api.deliveries(endpoint_id=endpoint["endpoint_id"])
+    assert len(rows) == backlog
+    assert {r["status"] for r in rows} == {"discarded"}
+    answer = hook.request("PATCH", path, '{"enabled": true}', auth)
+    assert answer.status == 200, answer.body
+    assert answer.json()["enabled"] is True
+    assert sink.requests == []

@@ -108,11 +108,10 @@ ORDER BY e.id
 
 def left_behind(db: DAL) -> list[LeftBehind]:
     """Disabled or deleted endpoints whose unfinished deliveries are not all discarded yet.
-    Reads only."""
-    return [
-        LeftBehind(int(row[0]), row[1], _reason(row[2], row[3]))
-        for row in db.executesql(_LEFT_BEHIND)
-    ]
+    Reads only, and ends the read transaction (commits)."""
+    rows = db.executesql(_LEFT_BEHIND)
+    db.commit()
+    return [LeftBehind(int(row[0]), row[1], _reason(row[2], row[3])) for row in rows]
 
 
 def left_behind_count(db: DAL, endpoint_row: int) -> int:
@@ -137,7 +136,6 @@ def discard_left_behind(
     ``progress`` gets each batch's count. Returns how many were discarded."""
     db.commit()
     endpoints = [ep for ep in left_behind(db) if endpoint_row in (None, ep.id)]
-    db.commit()
     discarded = 0
     for endpoint in endpoints:
         while (batches is None or batches > 0) and not stop():

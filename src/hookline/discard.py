@@ -125,15 +125,16 @@ def discard_left_behind(
     *,
     endpoint_row: int | None = None,
     batches: int | None = None,
-    pause_s: float = PAUSE_BETWEEN_BATCHES_S,
+    pause_s: float | None = None,
     progress: Callable[[int], None] | None = None,
     stop: Callable[[], bool] = lambda: False,
     clock: Callable[[], dt.datetime] = utcnow,
 ) -> int:
     """Discard what disabled or deleted endpoints (or only ``endpoint_row``) left behind, a
     batch per committed transaction, at most ``batches`` batches (None: until nothing is left
-    or ``stop()`` says so, asked between batches). Commits what the caller had open first.
-    ``progress`` gets each batch's count. Returns how many were discarded."""
+    or ``stop()`` says so, asked between batches), ``pause_s`` apart (None:
+    ``PAUSE_BETWEEN_BATCHES_S``). Commits what the caller had open first. ``progress`` gets each
+    batch's count. Returns how many were discarded."""
     db.commit()
     endpoints = [ep for ep in left_behind(db) if endpoint_row in (None, ep.id)]
     discarded = 0
@@ -153,5 +154,5 @@ def discard_left_behind(
                 progress(n)
             if n < DISCARD_BATCH:
                 break
-            time.sleep(pause_s)
+            time.sleep(PAUSE_BETWEEN_BATCHES_S if pause_s is None else pause_s)
     return discarded

@@ -135,7 +135,7 @@ def _claim_plan(db, postgres: bool, capacity: int) -> list[tuple]:
     if not postgres:
         return db.executesql(
             "EXPLAIN QUERY PLAN " + dialect_sql(db, queue._CANDIDATES.format(skip="")),
-            placeholders=[now, window, now + queue.RATE_HORIZON_S, window],
+            placeholders=[now, window, window],
         )
     db.executesql(f"PREPARE bench_claim {queue._CLAIM_PG_TYPES} AS {queue._CLAIM_PG}")
     db.executesql(queue.CLAIM_PLANNER_SETTINGS)

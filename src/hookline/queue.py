@@ -168,14 +168,10 @@ class Claimed(NamedTuple):
     secrets_version: int = 1
 
 
-# What makes a due delivery takeable, in every claim query: no lease holds it, and its endpoint's
-# next rate slot is within the claim's horizon (``{horizon}``: that statement's placeholder for
-# now + RATE_HORIZON_S).
+# What makes a due delivery of an endpoint that may take one takeable, in every claim query: no
+# lease holds it. Which endpoints may take is decided once per claim, beside the queries
+# (``_blocked_endpoints`` on SQLite, the ``blocked`` step of ``_CLAIM_PG``).
 _UNLEASED = "NOT EXISTS (SELECT 1 FROM hookline_lease l WHERE l.delivery = d.id)"
-_TAKEABLE = (
-    _UNLEASED
-    + "\n  AND (e.rate_limit IS NULL OR e.next_send_at IS NULL OR e.next_send_at <= {horizon})"
-)
 
 # Endpoints with no room (at max_in_flight, or rate slots beyond the horizon) are left out of
 # the window, so one stuck endpoint's backlog cannot fill it and starve the others. So are FIFO
@@ -198,7 +194,7 @@ SELECT d.id, d.endpoint, d.next_attempt_at FROM (
     LIMIT %s
 ) d
 JOIN hookline_endpoint e ON e.id = d.endpoint
-WHERE e.enabled = 1 AND {_TAKEABLE.format(horizon="%s")}
+WHERE e.enabled = 1 AND {_UNLEASED}
   {{skip}}
 ORDER BY d.next_attempt_at
 LIMIT %s
@@ -237,8 +233,7 @@ JOIN hookline_delivery d ON d.id = (
     SELECT p.id FROM hookline_delivery p INDEXED BY hookline_delivery_by_endpoint_idx
     WHERE p.endpoint = e.id AND p.finished_at IS NULL AND p.status = 'pending'
     ORDER BY p.id LIMIT 1)
-WHERE e.id IN ({{ids}}) AND d.next_attempt_at <= %s
-  AND {_TAKEABLE.format(horizon="%s")}
+WHERE e.id IN ({{ids}}) AND d.next_attempt_at <= %s AND {_UNLEASED}
 """
 # Leased deliveries stay at the head of the due index until recorded: the NOT EXISTS steps over
 # them, a cost bounded by what is in flight.
@@ -267,21 +262,20 @@ LIMIT 1
 _CANDIDATE_COLUMNS_PG = """d.id, d.endpoint, d.attempts, d.delivery_id, d.event, d.next_attempt_at,
            e.max_in_flight - COALESCE(b.n, 0) AS room, e.rate_limit,
            GREATEST($1, COALESCE(e.next_send_at, $1)) AS first_slot"""
-_TAKEABLE_PG = _TAKEABLE.format(horizon="$2")
 _CLAIM_PG = f"""
 WITH busy AS MATERIALIZED (
     SELECT endpoint, COUNT(*) AS n FROM hookline_lease GROUP BY endpoint
 ),
-full_endpoints AS MATERIALIZED (
+-- Endpoints that may take nothing now: full, or rate-limited with their next slot beyond the
+-- horizon.
+blocked AS MATERIALIZED (
     SELECT b.endpoint FROM busy b JOIN hookline_endpoint e ON e.id = b.endpoint
     WHERE b.n >= e.max_in_flight
+    UNION SELECT id FROM hookline_endpoint WHERE rate_limit IS NOT NULL AND next_send_at > $2
 ),
--- Not read from the due index: full endpoints, rate-limited ones whose next slot is beyond the
--- horizon, and FIFO ones (their candidate is their head).
+-- Not read from the due index: blocked endpoints, and FIFO ones (their candidate is their head).
 skipped AS MATERIALIZED (
-    SELECT endpoint FROM full_endpoints
-    UNION SELECT id FROM hookline_endpoint
-          WHERE fifo = 1 OR (rate_limit IS NOT NULL AND next_send_at > $2)
+    SELECT endpoint FROM blocked UNION SELECT id FROM hookline_endpoint WHERE fifo = 1
 ),
 -- Whether any enabled endpoint is left to take from: if not, the due index is not read at all
 -- (with every endpoint skipped it would be read for nothing).
@@ -307,7 +301,7 @@ scanned AS MATERIALIZED (
     WHERE e.enabled = 1
       -- Tested on the delivery as it is read, before any join.
       AND d.endpoint <> ALL (ARRAY(SELECT endpoint FROM skipped))
-      AND {_TAKEABLE_PG}
+      AND {_UNLEASED}
     ORDER BY d.next_attempt_at
     LIMIT $3
 ),
@@ -350,9 +344,9 @@ heads AS MATERIALIZED (
     JOIN hookline_delivery d ON d.id = h.id
     LEFT JOIN busy b ON b.endpoint = e.id
     WHERE e.fifo = 1 AND e.enabled = 1
-      AND e.id <> ALL (ARRAY(SELECT endpoint FROM full_endpoints))
+      AND e.id <> ALL (ARRAY(SELECT endpoint FROM blocked))
       AND d.next_attempt_at <= $1
-      AND {_TAKEABLE_PG}
+      AND {_UNLEASED}
 ),
 candidates AS (
     SELECT * FROM scanned WHERE NOT (SELECT yes FROM cut_short)
@@ -555,7 +549,7 @@ def _claim_rows_sqlite(
         rows += _rows(
             db,
             _CANDIDATES.format(skip=_not_in("d.endpoint", skipped)),
-            [now, reach, now + RATE_HORIZON_S, *skipped, window],
+            [now, reach, *skipped, window],
         )
         if len(rows) < window and _rows(db, _DUE_REACHED, [now, reach])[0][0] >= reach:
             room = max(budgets[ep].max_in_flight - budgets[ep].in_flight for ep in open_endpoints)
@@ -569,7 +563,7 @@ def _claim_rows_sqlite(
         rows += _rows(
             db,
             _FIFO_HEADS.format(ids=_in(open_fifo)),
-            [*open_fifo, now, now + RATE_HORIZON_S],
+            [*open_fifo, now],
         )
     rows.sort(key=lambda row: row[2])
     candidates = [(int(delivery), int(endpoint)) for delivery, endpoint, _ in rows]

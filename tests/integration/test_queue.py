@@ -391,7 +391,7 @@ def test_fifo_endpoints_are_claimed_by_their_head_whatever_their_history(db, box
         assert "Index Scan using hookline_delivery_by_endpoint_idx on hookline_delivery p" in heads
         assert "AND (finished_at IS NULL))" in heads, plan  # the unfinished range, first entry
     else:
-        plan = _plan(db, queue._FIFO_HEADS.format(ids="%s, %s"), [2, 3, at, at + 1])
+        plan = _plan(db, queue._FIFO_HEADS.format(ids="%s, %s"), [2, 3, at])
         assert "hookline_delivery_by_endpoint_idx" in plan, plan
 
 
@@ -737,13 +737,13 @@ def test_claim_reads_the_partial_indexes(db, box, t0):
         assert "hookline_delivery_due_ep_idx" in text, text
         assert "Index Scan using hookline_delivery_by_endpoint_idx" in text, text  # the head
         return
-    text = _plan(db, queue._CANDIDATES.format(skip=""), [now, 30, now + 1, 10])
+    text = _plan(db, queue._CANDIDATES.format(skip=""), [now, 30, 10])
     assert "hookline_delivery_due_ep_idx" in text, text
     text = _plan(db, queue._DUE_REACHED, [now, 30])
     assert "hookline_delivery_due_ep_idx" in text, text
     text = _plan(db, queue._DUE_BY_ENDPOINT.format(skip=""), [now, 10, 20])
     assert "hookline_delivery_pending_ep_idx" in text, text
-    text = _plan(db, queue._FIFO_HEADS.format(ids="%s"), [1, now, now + 1])
+    text = _plan(db, queue._FIFO_HEADS.format(ids="%s"), [1, now])
     assert "hookline_delivery_by_endpoint_idx" in text, text
     text = _plan(db, queue._ENABLED_BUDGETS, [])
     assert "hookline_lease_endpoint_idx" in text, text

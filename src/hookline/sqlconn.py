@@ -29,7 +29,7 @@ T = TypeVar("T")
 class SqlConn:
     """A DB-API connection and its dialect; statements are written with ``?`` placeholders."""
 
-    __slots__ = ("_last_stamp", "_memo", "_statements", "connection", "deferred_sync", "postgres")
+    __slots__ = ("_memo", "_statements", "connection", "deferred_sync", "postgres")
 
     def __init__(
         self, connection: Any, *, postgres: bool, deferred_sync: Path | None = None
@@ -41,7 +41,6 @@ class SqlConn:
         self.deferred_sync = deferred_sync
         self._statements: dict[str, str] = {}
         self._memo: dict[str, Any] = {}
-        self._last_stamp: tuple[Any, Any] = (None, None)
 
     def memo(self, key: str, read: Callable[[], T]) -> T:
         """``read()``, remembered under ``key`` until ``forget()``: for reads that many units of
@@ -122,11 +121,9 @@ class SqlConn:
         """A datetime as pydal stores it: to the second (text on SQLite)."""
         if value is None:
             return None
-        last, stamp = self._last_stamp
-        if value is not last:  # one request stamps several rows with the same ``now``
-            stamp = value.replace(microsecond=0) if self.postgres else sql_datetime(value)
-            self._last_stamp = (value, stamp)
-        return stamp
+        # ``sql_datetime`` remembers its recent values: a request stamps several rows with the
+        # same ``now``, and the requests of one batch share it.
+        return value.replace(microsecond=0) if self.postgres else sql_datetime(value)
 
     def params(self, values: Sequence[Any]) -> list[Any]:
         """``values`` ready to bind: datetimes as ``when`` stores them, the rest as they are

@@ -280,10 +280,12 @@ def test_a_disabled_endpoints_backlog_is_discarded_by_the_worker_before_it_can_b
     answer = hook.request("PATCH", path, '{"enabled": false}', auth)
     assert answer.status == 200, answer.body
     assert len(api.deliveries(endpoint_id=endpoint["endpoint_id"], status="pending")) == 10
-    refused = hook.request("PATCH", path, '{"enabled": true}', auth)
+    refused = hook.request("PATCH", path, '{"enabled": true, "description": "back"}', auth)
     assert refused.status == 409, refused.body
     assert "10 deliveries" in refused.json()["message"]
-    assert api.get(path)["enabled"] is False
+    shown = api.get(path)
+    assert shown["enabled"] is False
+    assert shown["description"] != "back"  # nothing of the refused change was kept
 
     done = hook.cli("worker", "--burst")
     assert _stats(done.stdout) == (0, 0, 0, 0)

@@ -75,7 +75,7 @@ class WriterLink:
             )
             self._warned_at, self._unanswered = now, 0
 
-    async def close(self) -> None:
+    def close(self) -> None:
         """Close the connection (requests in flight on it get 503s)."""
         if self._connection is not None:
             self._connection.stream.close()

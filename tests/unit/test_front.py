@@ -1,7 +1,9 @@
-"""The ASGI front: the seed webhook is read with the same limits as the WSGI path and handed to
+"""The RSGI front: the seed webhook is read with the same limits as the WSGI path and handed to
 the writer; everything else, and a webhook the writer sends back for verification (with its
-body), reaches the WSGI app. The writer here is a recording stand-in: the real one is tested in
-tests/integration/test_writer.py, and the whole front through `hookline serve` in tests/e2e."""
+body), reaches the WSGI app through the RSGI-to-ASGI bridge. The writer here is a recording
+stand-in and granian's request a fake with its interface: the real writer is tested in
+tests/integration/test_writer.py, and the whole front under granian through `hookline serve`
+in tests/e2e."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import pytest
 
 from hookline.web.front import Front
 from hookline.webio import Request, Response, json_response
+from rsgi_fakes import FakeProto, FakeScope
 
 LIMIT = 100
 
@@ -29,7 +32,7 @@ class RecordingLink:
         self.requests.append(request)
         return self.answer
 
-    async def close(self) -> None:
+    def close(self) -> None:
         self.closed = True
 
 
@@ -51,41 +54,15 @@ def call(
     *,
     path: str = "/myapp/webhook",
     method: str = "POST",
-    headers: list[tuple[bytes, bytes]] | None = None,
+    headers: list[tuple[str, str]] | None = None,
     chunks: list[bytes] | None = None,
-) -> tuple[int, dict[bytes, bytes], bytes]:
+) -> tuple[int, dict[str, str], bytes]:
     """One HTTP exchange through the front: status, headers, body."""
-    chunks = [b""] if chunks is None else chunks
-    messages = [
-        {"type": "http.request", "body": chunk, "more_body": n < len(chunks) - 1}
-        for n, chunk in enumerate(chunks)
-    ]
-    sent: list[dict[str, Any]] = []
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"a=1",
-        "root_path": "",
-        "headers": headers or [],
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8000),
-    }
-
-    async def receive() -> dict[str, Any]:
-        return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    asyncio.run(front(scope, receive, send))
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return start["status"], dict(start["headers"]), body
+    proto = FakeProto([b""] if chunks is None else chunks)
+    asyncio.run(front.__rsgi__(FakeScope(method, path, headers or []), proto))
+    assert proto.answer is not None, "not answered"
+    status, answer_headers, body = proto.answer
+    return status, dict(answer_headers), body + b"".join(proto.streamed)
 
 
 OK = json_response(200, {"ok": True})
@@ -101,12 +78,12 @@ def test_the_webhook_goes_to_the_writer_and_its_answer_comes_back():
 
     status, headers, body = call(
         front,
-        headers=[(b"content-type", b"application/json"), (b"Webhook-Id", b"msg_1")],
+        headers=[("content-type", "application/json"), ("Webhook-Id", "msg_1")],
         chunks=[b'{"order_id": ', b'"1"}'],
     )
 
     assert (status, body) == (201, b"stored")
-    assert headers == {b"content-type": b"text/plain", b"x-a": b"b"}
+    assert headers == {"Content-Type": "text/plain", "X-A": "b"}
     [request] = link.requests
     assert request == Request(
         method="POST",
@@ -120,7 +97,7 @@ def test_the_webhook_goes_to_the_writer_and_its_answer_comes_back():
 def test_repeated_headers_reach_the_writer_joined():
     front, link = make_front()
 
-    call(front, headers=[(b"x-tag", b"a"), (b"X-Tag", b"b")])
+    call(front, headers=[("x-tag", "a"), ("X-Tag", "b")])
 
     assert link.requests[0].headers == {"x-tag": "a,b"}
 
@@ -128,9 +105,9 @@ def test_repeated_headers_reach_the_writer_joined():
 @pytest.mark.parametrize(
     ("headers", "chunks", "status", "needle"),
     [
-        ([(b"content-length", b"101")], [b""], 413, "101 bytes; the limit is 100"),
+        ([("content-length", "101")], [b""], 413, "101 bytes; the limit is 100"),
         ([], [b"x" * 60, b"x" * 41], 413, "over the limit of 100 bytes"),
-        ([(b"content-length", b"ten")], [b""], 400, "Content-Length is not a number"),
+        ([("content-length", "ten")], [b""], 400, "Content-Length is not a number"),
     ],
 )
 def test_a_body_over_the_limit_or_a_bad_length_is_refused_before_the_writer(
@@ -157,7 +134,7 @@ def test_a_body_at_the_limit_is_taken():
 def test_a_webhook_the_writer_sends_back_is_answered_by_the_wsgi_app_with_its_body():
     front, link = make_front(answer=None)  # the orders source verifies signatures
 
-    status, _, body = call(front, headers=[(b"content-length", b"5")], chunks=[b"hello"])
+    status, _, body = call(front, headers=[("content-length", "5")], chunks=[b"hello"])
 
     assert status == 299
     assert json.loads(body) == {"path": "/myapp/webhook", "method": "POST", "body": "hello"}
@@ -175,18 +152,18 @@ def test_every_other_path_goes_to_the_wsgi_app(path):
     assert link.requests == []
 
 
-def test_lifespan_starts_and_closes_the_link():
+def test_a_declared_body_is_read_in_one_call_and_a_chunked_one_piece_by_piece():
     front, link = make_front()
-    messages = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
-    sent: list[dict[str, Any]] = []
 
-    async def receive() -> dict[str, Any]:
-        return messages.pop(0)
+    call(front, headers=[("content-length", "6")], chunks=[b"abc", b"def"])
+    call(front, chunks=[b"ab", b"cd"])
 
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
+    assert [r.body for r in link.requests] == [b"abcdef", b"abcd"]
 
-    asyncio.run(front({"type": "lifespan"}, receive, send))
 
-    assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+def test_a_worker_that_stops_closes_the_link():
+    front, link = make_front()
+
+    front.__rsgi_del__(None)
+
     assert link.closed

@@ -1,8 +1,9 @@
-"""The ASGI front ``hookline serve`` runs when the ingest writer is on (``hookline.web.front:app``).
+"""The front ``hookline serve`` runs when the ingest writer is on (``hookline.web.rsgi:app``):
+an RSGI app for granian.
 
 ``POST /myapp/webhook`` is read here and handed to the ingest writer on this process's event
 loop; every other request (and a webhook the writer sends back for signature verification)
-goes to the py4web app, run in a thread pool by ``a2wsgi``.
+goes to the py4web app, run in a thread pool by ``a2wsgi`` (``hookline.web.rsgi_bridge``).
 
 Why the seed webhook skips py4web here: under load it is nearly all of the traffic, and in a
 WSGI server each request waiting for its group commit holds a thread. When a batch commits,
@@ -14,12 +15,13 @@ the writer's answer on the event loop costs a future, not a thread.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from a2wsgi import WSGIMiddleware
+from granian.rsgi import ProtocolClosed, ProtocolError
 
 from hookline.errors import BadRequest, PayloadTooLarge
+from hookline.web.rsgi_bridge import serve_asgi
 from hookline.webio import (
     Request,
     Response,
@@ -33,16 +35,12 @@ __all__ = ["WEBHOOK_PATH", "Front"]
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-
 #: The seed's webhook, the one route answered here.
 WEBHOOK_PATH = "/myapp/webhook"
 
 
 class Front:
-    """An ASGI app: the seed webhook through the ingest writer, the rest through py4web."""
+    """An RSGI app: the seed webhook through the ingest writer, the rest through py4web."""
 
     def __init__(self, wsgi_app: Any, link: WriterLink, *, max_body_bytes: int, threads: int):
         """``wsgi_app`` is py4web's app, run on ``threads`` threads; ``link`` reaches the writer."""
@@ -50,33 +48,37 @@ class Front:
         self.max_body_bytes = max_body_bytes
         self.fallback = WSGIMiddleware(wsgi_app, workers=threads)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve one ASGI connection scope."""
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-        elif scope["type"] == "http" and scope["path"] == WEBHOOK_PATH:
-            await self._webhook(scope, receive, send)
+    async def __rsgi__(self, scope: Any, proto: Any) -> None:
+        """Serve one HTTP request (``hookline serve`` turns granian's websockets off)."""
+        if scope.path == WEBHOOK_PATH:
+            await self._webhook(scope, proto)
         else:
-            await self.fallback(scope, _as_coroutine(receive), send)
+            await serve_asgi(self.fallback, scope, proto)
 
-    async def _webhook(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __rsgi_del__(self, loop: Any) -> None:
+        """The worker stops: close the writer connection (requests on it get 503s)."""
+        self.link.close()
+
+    async def _webhook(self, scope: Any, proto: Any) -> None:
         try:
-            request = await self._request(scope, receive)
+            request = await self._request(scope, proto)
         except (PayloadTooLarge, BadRequest) as error:
-            await _answer(send, error_response(error))
+            _answer(proto, error_response(error))
+            return
+        except (ProtocolClosed, ProtocolError):  # the client left before sending its body
             return
         answer = await self.link.receive(request)
         if answer is None:  # a signed orders source: py4web's action verifies it
-            await self.fallback(scope, _replay(request.body), send)
+            await serve_asgi(self.fallback, scope, proto, body=request.body)
             return
-        await _answer(send, answer)
+        _answer(proto, answer)
 
-    async def _request(self, scope: Scope, receive: Receive) -> Request:
+    async def _request(self, scope: Any, proto: Any) -> Request:
         # The same limits as the WSGI path (web/adapter.py): a declared length over the limit
         # is refused before reading, a chunked body is read to at most limit + 1 bytes.
         headers: dict[str, str] = {}
-        for raw_name, raw_value in scope["headers"]:
-            name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        for name, value in scope.headers.items():
+            name = name.lower()
             headers[name] = f"{headers[name]},{value}" if name in headers else value
         limit = self.max_body_bytes
         declared = headers.get("content-length")
@@ -84,58 +86,21 @@ class Front:
             if not declared.strip().isdigit():
                 raise BadRequest("Content-Length is not a number")
             check_length(int(declared), limit)
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-            body += message.get("body", b"")
-            check_partial_length(len(body), limit)
-            if not message.get("more_body"):
-                break
+            body = await proto()  # the server reads no more than the declared length
+        else:
+            read = bytearray()
+            async for chunk in proto:
+                read += chunk
+                check_partial_length(len(read), limit)
+            body = bytes(read)
         return Request(
-            method=scope["method"].upper(),
-            path=scope["path"],
+            method=scope.method.upper(),
+            path=scope.path,
             headers=headers,
-            body=bytes(body),
-            query=Request.parse_query(scope.get("query_string", b"").decode("latin-1")),
+            body=body,
+            query=Request.parse_query(scope.query_string),
         )
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.link.close()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
-
-async def _answer(send: Send, response: Response) -> None:
-    headers = [
-        (name.lower().encode("latin-1"), value.encode("latin-1"))
-        for name, value in response.headers.items()
-    ]
-    await send({"type": "http.response.start", "status": response.status, "headers": headers})
-    await send({"type": "http.response.body", "body": response.body})
-
-
-def _as_coroutine(receive: Receive) -> Receive:
-    """``receive`` as a coroutine function: a2wsgi hands it to ``run_coroutine_threadsafe``,
-    which refuses the plain awaitables granian's ``receive`` returns."""
-
-    async def coroutine() -> MutableMapping[str, Any]:
-        return await receive()
-
-    return coroutine
-
-
-def _replay(body: bytes) -> Receive:
-    """A ``receive`` that hands over an already-read body once, then reports a disconnect."""
-    messages = [{"type": "http.request", "body": body, "more_body": False}]
-
-    async def receive() -> MutableMapping[str, Any]:
-        return messages.pop() if messages else {"type": "http.disconnect"}
-
-    return receive
+def _answer(proto: Any, response: Response) -> None:
+    proto.response_bytes(response.status, list(response.headers.items()), response.body)

@@ -23,11 +23,14 @@ def create_wsgi_app(settings: Settings):
 
 
 def serve(settings: Settings, *, with_writer: bool = False) -> None:
-    """Serve the app on ``settings.host:port`` with granian until interrupted: through the ASGI
+    """Serve the app on ``settings.host:port`` with granian until interrupted: through the RSGI
     front when the ingest writer runs (``with_writer``), else py4web's WSGI app directly."""
     if with_writer:
-        target = "hookline.web.asgi:app"
-        _granian(target, "asgi", settings.host, settings.port, settings.web_workers)
+        target = "hookline.web.rsgi:app"
+        # No route of the app speaks websocket; granian refuses the upgrade itself.
+        _granian(
+            target, "rsgi", settings.host, settings.port, settings.web_workers, websockets=False
+        )
         return
     serve_wsgi(
         "hookline.web.wsgi:app",

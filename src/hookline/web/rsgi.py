@@ -1,4 +1,4 @@
-"""The ASGI entry point (``hookline.web.asgi:app``) that ``hookline serve`` gives granian when the
+"""The RSGI entry point (``hookline.web.rsgi:app``) that ``hookline serve`` gives granian when the
 ingest writer runs: ``HOOKLINE_WRITER_SOCKET`` says where it listens."""
 
 from __future__ import annotations

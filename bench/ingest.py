@@ -8,14 +8,15 @@ each request a new order as JSON ``{"order_id": <unique>, "product_name": "kettl
              seed's JSON, writing nothing (bench/ingest_apps/bare)
   naive      the blog post's receiver in py4web: DAL fixture, one ``db.orders.insert`` and the
              fixture's commit per request (bench/ingest_apps/naive)
-  starlette  Starlette on uvicorn (as many workers as hookline's web processes, uvloop +
+  starlette  Starlette on uvicorn (as many workers as the py4web servers, uvloop +
              httptools), one sqlite3 commit per request from the threadpool, writes queued on
              a lock per process (bench/ingest_starlette.py)
   hookline   ``hookline serve`` (what ``make run`` runs; delivery worker included unless
              --no-worker) on a fresh HOOKLINE_DATA_DIR
 
-bare and naive run on hookline's server config: granian WSGI over ``py4web.core.wsgi`` with
-hookline's default web workers / threads (bench/ingest_server.py). Every writer uses SQLite in
+bare and naive run on hookline's server config without its writer: granian WSGI over
+``py4web.core.wsgi`` with the web workers / threads ``hookline serve`` gives py4web's WSGI app
+when the writer is off, a process per CPU (bench/ingest_server.py). Every writer uses SQLite in
 WAL mode with ``synchronous=FULL``.
 
 Each run: start the server, poll until it answers, 2 s of wrk warm-up (not counted), the
@@ -179,10 +180,13 @@ def hookline_env(data_dir: Path) -> dict[str, str]:
 
 
 def hookline_web_config() -> tuple[int, int]:
-    """(web workers, threads) that ``hookline serve`` runs with in this bench's environment."""
+    """(web workers, threads) of the py4web servers: what ``hookline serve`` runs py4web's WSGI
+    app with when it has no ingest writer (one process per CPU; with the writer it leaves the
+    writer a CPU, which the peers have no use for)."""
     from hookline.config import Settings
 
-    settings = Settings.from_env(hookline_env(Path(tempfile.gettempdir())))
+    env = {**hookline_env(Path(tempfile.gettempdir())), "HOOKLINE_INGEST_WRITER": "false"}
+    settings = Settings.from_env(env)
     return settings.web_workers, settings.web_threads
 
 
@@ -259,7 +263,7 @@ class Server:
                 "--port",
                 str(self.port),
                 "--workers",
-                str(web_workers),  # as many processes as hookline's web server
+                str(web_workers),  # as many processes as the py4web servers
                 "--loop",
                 "uvloop",
                 "--http",
@@ -560,8 +564,11 @@ def report(targets: list[str], rounds: list[dict[str, RunResult]]) -> tuple[str,
 
 def docs_section(tables: str, args: argparse.Namespace, web: tuple[int, int]) -> str:
     """The ``ingest`` section of docs/benchmarks.md."""
+    from hookline.config import Settings
+
     versions = ", ".join(f"{k} {v}" for k, v in _versions().items())
     worker = "without" if args.no_worker else "with"
+    own_web = Settings.from_env(hookline_env(Path(tempfile.gettempdir()))).web_workers
     return f"""
 ## Durable ingest on the seed webhook (`bench/ingest.py`)
 
@@ -575,20 +582,22 @@ passed. Every writer uses SQLite in WAL mode with `synchronous=FULL`.
   seed's JSON, writing nothing (`bench/ingest_apps/bare`).
 - **naive**: the blog post's web2py receiver in py4web: `@action.uses(db)`, one
   `db.orders.insert(...)` and the DAL fixture's commit per request (`bench/ingest_apps/naive`).
-- **starlette**: Starlette on uvicorn ({web[0]} worker(s), as many as hookline's web processes;
+- **starlette**: Starlette on uvicorn ({web[0]} worker(s), as many as the py4web servers;
   uvloop + httptools); the async route parses the JSON and runs insert + commit in Starlette's
   threadpool on a per-thread sqlite3 connection, a process's writers queued on a
   `threading.Lock` (without it SQLite's busy handler starves some writers for seconds: p99 ~1 s
   and wrk timeouts in trials; see `bench/ingest_starlette.py`).
 - **hookline**: `hookline serve` ({worker} the delivery worker) on a fresh data directory:
   per request the order upsert, `order.created` in the outbox and the raw request in the inbox
-  (three rows), committed by group commit before the answer. Its web processes serve the seed
-  webhook from the ASGI front and hand it to the ingest writer process
-  (`docs/architecture.md`); py4web serves every other route.
+  (three rows), committed by group commit before the answer. Its {own_web} web process(es)
+  (its default: a CPU is left to the writer) serve the seed webhook from the RSGI front and
+  hand it to the ingest writer process (`docs/architecture.md`); py4web serves every other
+  route.
 
-bare and naive run on py4web's WSGI app as `hookline serve` did before the ASGI front, and as
+bare and naive run on py4web's WSGI app as `hookline serve` did before the RSGI front, and as
 it still does with `HOOKLINE_INGEST_WRITER=false` (`bench/ingest_server.py`): granian WSGI over
-`py4web.core.wsgi`, {web[0]} worker(s) x {web[1]} threads.
+`py4web.core.wsgi`, {web[0]} worker(s) x {web[1]} threads (hookline's defaults without the
+writer: a process per CPU).
 
 Durability: after each run the server is stopped and the measured run's rows are counted (for
 hookline both `hookline_order` and `hookline_inbox`); they must be >= the 2xx answers wrk got
@@ -643,7 +652,7 @@ def main() -> int:
     print(
         f"targets {','.join(targets)}; {args.runs} run(s) of {args.seconds}s, "
         f"{args.connections} connections; py4web servers: {web[0]} granian worker(s) x "
-        f"{web[1]} threads (hookline's defaults)",
+        f"{web[1]} threads (hookline's defaults without its writer)",
         flush=True,
     )
     rounds: list[dict[str, RunResult]] = []

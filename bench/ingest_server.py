@@ -54,10 +54,11 @@ def __getattr__(name: str) -> Any:
 
 
 def hookline_web_defaults() -> tuple[int, int]:
-    """(web workers, threads per worker) that ``hookline serve`` uses with no HOOKLINE_* set."""
+    """(web workers, threads per worker) that ``hookline serve`` gives py4web's WSGI app with no
+    HOOKLINE_* set (and so no ingest writer to leave a CPU for)."""
     from hookline.config import Settings
 
-    settings = Settings.from_env({})
+    settings = Settings.from_env({"HOOKLINE_INGEST_WRITER": "false"})
     return settings.web_workers, settings.web_threads
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -71,9 +72,9 @@ def cli(data_dir: str | None, database_url: str | None) -> None:
 @click.option(
     "--workers",
     envvar="HOOKLINE_WEB_WORKERS",
-    default=default_web_workers,
+    default=None,
     type=click.IntRange(1, 64),
-    show_default="the number of CPUs, at most 8",
+    show_default="the number of CPUs less one for the ingest writer (at least 1), at most 8",
 )
 @click.option(
     "--worker/--no-worker",
@@ -81,11 +82,11 @@ def cli(data_dir: str | None, database_url: str | None) -> None:
     default=None,
     help="Also run the delivery worker [HOOKLINE_WORKER, on].",
 )
-def serve(host: str, port: int, workers: int, with_worker: bool | None) -> None:
+def serve(host: str, port: int, workers: int | None, with_worker: bool | None) -> None:
     """Migrate the database, then serve the py4web app with granian (and the worker)."""
-    os.environ.update(
-        HOOKLINE_HOST=host, HOOKLINE_PORT=str(port), HOOKLINE_WEB_WORKERS=str(workers)
-    )
+    os.environ.update(HOOKLINE_HOST=host, HOOKLINE_PORT=str(port))
+    if workers is not None:
+        os.environ["HOOKLINE_WEB_WORKERS"] = str(workers)
     settings = _settings()
     migrate(settings)
     shown_host = f"[{host}]" if ":" in host else host
@@ -112,6 +113,9 @@ def serve(host: str, port: int, workers: int, with_worker: bool | None) -> None:
         else None
     )
     writer = _start_ingest_writer(settings)
+    if writer is None and workers is None:
+        # No writer after all: its core goes to the web processes, which commit themselves.
+        settings = dataclasses.replace(settings, web_workers=default_web_workers(with_writer=False))
     try:
         serve_app(settings, with_writer=writer is not None)
     finally:

@@ -14,6 +14,7 @@ from pathlib import Path
 import standardwebhooks
 
 from conftest import start_server, stop_server
+from hookline.config import default_web_workers
 
 
 def _children(pid: int) -> list[tuple[int, str]]:
@@ -59,6 +60,19 @@ def _writer_of(serve_pid: int) -> int:
     writers = [pid for pid, cmd in _children(serve_pid) if "hookline.writer" in cmd]
     assert len(writers) == 1, _children(serve_pid)
     return writers[0]
+
+
+def _web_processes(serve_pid: int) -> list[int]:
+    # granian forks its workers from `hookline serve`: they share its command line.
+    return [pid for pid, cmd in _children(serve_pid) if "hookline serve" in cmd]
+
+
+def test_the_web_processes_leave_the_ingest_writer_a_cpu(own_server):
+    _writer_of(own_server.process.pid)
+
+    web = _web_processes(own_server.process.pid)
+
+    assert len(web) == default_web_workers(with_writer=True), _children(own_server.process.pid)
 
 
 def _post_order(server, order_id: str):
@@ -137,11 +151,13 @@ def test_without_the_ingest_writer_the_wsgi_app_commits_the_seed_webhook(tmp_pat
     server = start_server(tmp_path, None)
     try:
         children = _children(server.process.pid)
+        web = _web_processes(server.process.pid)
         answer = _post_order(server, "no-writer")
     finally:
         stop_server(server)
 
     assert not [cmd for _, cmd in children if "hookline.writer" in cmd], children
+    assert len(web) == default_web_workers(with_writer=False), children  # the writer's CPU too
     assert answer.status == 200
     assert answer.json() == {"status": "success", "message": "Webhook processed"}
     with sqlite3.connect(tmp_path / "data" / "hookline.sqlite") as database:

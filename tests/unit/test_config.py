@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hookline.config import Settings, normalise_database_url
+from hookline.config import Settings, default_web_workers, normalise_database_url
 from hookline.errors import ConfigError
 
 
@@ -28,12 +28,52 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert settings.migrations_dir == expected_dir / "databases"
     assert settings.service_dir == expected_dir / "py4web"
     assert (settings.host, settings.port) == ("127.0.0.1", 8000)
-    assert (settings.web_workers, settings.web_threads) == (min(os.cpu_count() or 1, 8), 64)
+    assert settings.web_workers == max(1, min((os.cpu_count() or 1) - 1, 8))  # one for the writer
+    assert settings.web_threads == 64
     assert settings.max_body_bytes == 1024 * 1024
     assert settings.sqlite_synchronous == "FULL"
     assert settings.sqlite_busy_timeout_ms == 10_000
     assert settings.db_pool_size == 10
     assert settings.group_commit is True
+
+
+@pytest.mark.parametrize(
+    ("cpus", "with_writer", "expected"),
+    [
+        (1, True, 1),
+        (2, True, 1),
+        (4, True, 3),
+        (16, True, 8),
+        (None, True, 1),
+        (1, False, 1),
+        (2, False, 2),
+        (16, False, 8),
+        (None, False, 1),
+    ],
+)
+def test_web_processes_leave_the_ingest_writer_a_cpu(
+    monkeypatch: pytest.MonkeyPatch, cpus: int | None, with_writer: bool, expected: int
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+
+    assert default_web_workers(with_writer=with_writer) == expected
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, 3),
+        ({"HOOKLINE_INGEST_WRITER": "false"}, 4),
+        ({"HOOKLINE_GROUP_COMMIT": "false"}, 4),
+        ({"HOOKLINE_WEB_WORKERS": "6"}, 6),
+    ],
+)
+def test_the_default_web_processes_follow_the_ingest_writer(
+    monkeypatch: pytest.MonkeyPatch, data_dir: Path, env: dict[str, str], expected: int
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+
+    assert Settings.from_env({"HOOKLINE_DATA_DIR": str(data_dir), **env}).web_workers == expected
 
 
 def test_blank_values_mean_default(data_dir: Path) -> None:

@@ -81,7 +81,7 @@ def test_requests_in_flight_together_are_stored_once_each_in_shared_batches(runn
         link = WriterLink(running.writer.path)
         order_ids = [f"t{n}-{i}" for i in range(per_loop)]
         answers = await asyncio.gather(*(link.receive(_order(o)) for o in order_ids))
-        await link.close()
+        link.close()
         return dict(zip(order_ids, answers, strict=True))
 
     answers: dict[str, Response | None] = {}

@@ -22,7 +22,7 @@ from hookline.netguard import NetworkPolicy
 from hookline.secretbox import load_secret_box
 from hookline.timeutil import utcnow
 from hookline.transport import OutboundRequest, RecordingTransport, TransportResult
-from hookline.worker import Worker, WorkerStats
+from hookline.worker import WAL_QUIET_MAX_S, Worker, WorkerStats
 
 NETWORK = NetworkPolicy.from_settings("127.0.0.0/8")
 RUN_TIMEOUT_S = 8.0
@@ -321,6 +321,53 @@ def test_a_worker_waits_instead_of_spinning_when_due_deliveries_cannot_be_claime
     assert len(transport.requests) == 1  # the rate limit held
     # Retrying at once made thousands of claims in these 1.5 s (each taking the write lock).
     assert claims_while_paced <= 20
+
+
+def test_commits_that_bring_nothing_due_wake_the_worker_less_and_the_next_delivery_still_soon(
+    settings, db, box, monkeypatch
+):
+    """SQLite: another process's commits reach the worker through its WAL watcher. A busy
+    receiver's commits (events nobody subscribes to) must not cost a query each, and the
+    first commit that brings a delivery must still be sent within the watcher's longest gap."""
+    if not settings.is_sqlite:
+        pytest.skip("PostgreSQL wakes the worker with NOTIFY, sent only with deliveries")
+    asks = 0
+    real_next_due = queue.next_due
+
+    def counting_next_due(*args, **kwargs):
+        nonlocal asks
+        asks += 1
+        return real_next_due(*args, **kwargs)
+
+    monkeypatch.setattr(queue, "next_due", counting_next_due)
+    transport = RecordingTransport()
+
+    async def main() -> tuple[int, float, float]:
+        worker = Worker(settings, transport=transport)
+        task = asyncio.create_task(worker.run())
+        await asyncio.sleep(0.3)  # started, and idle
+        before, started = asks, time.monotonic()
+        while time.monotonic() - started < 1.0:  # commits as fast as they go, no delivery
+            outbox.publish(db, "ping", {"n": 1})
+            db.commit()
+            await asyncio.sleep(0)  # the worker runs between commits
+        asked, elapsed = asks - before, time.monotonic() - started
+        make_endpoint(db, box)
+        outbox.publish(db, "ping", {"n": "last"})
+        db.commit()
+        published = time.monotonic()
+        await _until(lambda: len(transport.requests) == 1, 5)
+        waited = time.monotonic() - published
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+        return asked, elapsed, waited
+
+    asked, elapsed, waited = asyncio.run(main())
+
+    # Woken for every change, the worker asked on every poll (every 5 ms: ~200 in the second).
+    assert asked <= 1.5 * elapsed / WAL_QUIET_MAX_S + 5, (asked, elapsed)
+    # The longest gap, a poll and the send; generous for a loaded CI machine.
+    assert waited < 0.5, waited
 
 
 def test_a_running_worker_discards_what_disabling_an_endpoint_left_and_goes_on_sending(

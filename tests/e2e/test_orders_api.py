@@ -160,3 +160,21 @@ def test_a_revoked_key_is_refused(server):
     listed = json.loads(server.cli("keys", "list", "--json").stdout)
     assert [k["active"] for k in listed if k["name"] == "short-lived"] == [False]
     assert key not in json.dumps(listed)
+
+
+def test_a_page_too_large_for_one_piece_arrives_whole(server, auth):
+    """200 orders with long names are well over the 64 KiB that the front sends in one piece:
+    this answer streams through granian (web/rsgi_bridge.py), and must arrive intact."""
+    made = set()
+    for n in range(200):
+        answer = _create(server, auth, product_name=f"{n:03d}-" + "ü" * 190)
+        assert answer.status == 201
+        made.add(answer.json()["order_id"])
+
+    answer = server.request("GET", "/myapp/api/orders?limit=200", b"", auth)
+
+    assert answer.status == 200
+    assert len(answer.body) > 2 * 65536
+    listed = answer.json()["data"]
+    assert {order["order_id"] for order in listed} == made
+    assert all(order["product_name"].endswith("ü" * 190) for order in listed)

@@ -3,8 +3,8 @@
 
 Why RSGI at all: granian's RSGI interface hands the front a request in one call and takes its
 answer in one call, where ASGI builds a scope dict, message dicts and awaitables per request.
-Measured on the seed webhook under wrk (two cores): ~210-235 µs of CPU per request in each web
-process against ~290 µs through ASGI. Only the routes that are not the webhook pay for this
+Measured on the seed webhook under wrk (two cores): ~206-235 µs of CPU per request in each web
+process against ~252-291 µs through ASGI. Only the routes that are not the webhook pay for this
 translation, and they run py4web in a thread anyway.
 """
 

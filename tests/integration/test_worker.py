@@ -279,6 +279,20 @@ def test_one_burst_run_also_sends_a_retry_that_became_due(settings, db, box):
     assert stats.claimed == 2 and stats.succeeded == 1
 
 
+class CallCounter:
+    """Replace ``module.name`` with a wrapper that counts its calls in ``count``."""
+
+    def __init__(self, monkeypatch, module, name: str) -> None:
+        self.count = 0
+        real = getattr(module, name)
+
+        def counting(*args, **kwargs):
+            self.count += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, counting)
+
+
 async def _until(condition, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -296,25 +310,17 @@ def test_a_worker_waits_instead_of_spinning_when_due_deliveries_cannot_be_claime
         outbox.publish(db, "ping", {"n": n})
     db.commit()
     transport = RecordingTransport()
-    claims = 0
-    real_claim = queue.claim
-
-    def counting_claim(*args, **kwargs):
-        nonlocal claims
-        claims += 1
-        return real_claim(*args, **kwargs)
-
-    monkeypatch.setattr(queue, "claim", counting_claim)
+    claims = CallCounter(monkeypatch, queue, "claim")
 
     async def main() -> int:
         worker = Worker(settings, transport=transport)
         task = asyncio.create_task(worker.run())
         await _until(lambda: len(transport.requests) == 1, 10)
-        before = claims
+        before = claims.count
         await asyncio.sleep(1.5)
         worker.stop()
         await asyncio.wait_for(task, 10)
-        return claims - before
+        return claims.count - before
 
     claims_while_paced = asyncio.run(main())
 
@@ -331,27 +337,19 @@ def test_commits_that_bring_nothing_due_wake_the_worker_less_and_the_next_delive
     first commit that brings a delivery must still be sent within the watcher's longest gap."""
     if not settings.is_sqlite:
         pytest.skip("PostgreSQL wakes the worker with NOTIFY, sent only with deliveries")
-    asks = 0
-    real_next_due = queue.next_due
-
-    def counting_next_due(*args, **kwargs):
-        nonlocal asks
-        asks += 1
-        return real_next_due(*args, **kwargs)
-
-    monkeypatch.setattr(queue, "next_due", counting_next_due)
+    asks = CallCounter(monkeypatch, queue, "next_due")
     transport = RecordingTransport()
 
     async def main() -> tuple[int, float, float]:
         worker = Worker(settings, transport=transport)
         task = asyncio.create_task(worker.run())
         await asyncio.sleep(0.3)  # started, and idle
-        before, started = asks, time.monotonic()
+        before, started = asks.count, time.monotonic()
         while time.monotonic() - started < 1.0:  # commits as fast as they go, no delivery
             outbox.publish(db, "ping", {"n": 1})
             db.commit()
             await asyncio.sleep(0)  # the worker runs between commits
-        asked, elapsed = asks - before, time.monotonic() - started
+        asked, elapsed = asks.count - before, time.monotonic() - started
         make_endpoint(db, box)
         outbox.publish(db, "ping", {"n": "last"})
         db.commit()

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 from pydal import DAL
 
 from hookline.database import begin_write
-from hookline.fanout import is_postgres
+from hookline.fanout import dialect_sql, is_postgres
 from hookline.timeutil import sql_datetime, utcnow
 
 __all__ = [
@@ -70,12 +70,13 @@ def discard_batch(
     last error; returns how many. With ``while_disabled`` (any batch but the one in the
     disabling transaction) only if the endpoint is disabled. Never commits; leaves leases to
     the caller."""
-    statement = _DISCARD_BATCH.format(
-        indexed="" if is_postgres(db) else "INDEXED BY hookline_delivery_pending_ep_idx",
-        still_disabled=_STILL_DISABLED if while_disabled else "",
+    statement = dialect_sql(
+        db,
+        _DISCARD_BATCH.format(
+            indexed="" if is_postgres(db) else "INDEXED BY hookline_delivery_pending_ep_idx",
+            still_disabled=_STILL_DISABLED if while_disabled else "",
+        ),
     )
-    if not is_postgres(db):
-        statement = statement.replace("%s", "?")
     stamp = sql_datetime(now)
     cursor = db._adapter.cursor
     cursor.execute(statement, [why, stamp, stamp, endpoint_row, limit])

@@ -140,7 +140,7 @@ def _claim_plan(db, postgres: bool, capacity: int) -> list[tuple]:
     db.executesql(f"PREPARE bench_claim {queue._CLAIM_PG_TYPES} AS {queue._CLAIM_PG}")
     db.executesql(queue.CLAIM_PLANNER_SETTINGS)
     rows = db.executesql(
-        f"EXPLAIN EXECUTE bench_claim(%s, %s, {window}, {capacity}, 'w', 60)",
+        f"EXPLAIN EXECUTE bench_claim(%s, %s, {window}, {capacity}, 'w', 60, '-Infinity')",
         placeholders=[now, now + queue.RATE_HORIZON_S],
     )
     db.rollback()
@@ -161,7 +161,7 @@ def child(engine_env: dict, claims: int, capacity: int) -> None:
     policy, rng = RetryPolicy(), random.Random(0)
     import datetime as dt
 
-    worker = queue.new_worker_id()
+    worker, floor = queue.new_worker_id(), queue.DueFloor()
     rss_start = rss_mb(os.getpid())[0]
     claim_ms, record_ms, got, rss = [], [], [], []
     last_vacuum = time.monotonic()
@@ -170,7 +170,9 @@ def child(engine_env: dict, claims: int, capacity: int) -> None:
             last_vacuum = time.monotonic()
             queue.vacuum_leases(db)
         t = time.perf_counter()
-        items = queue.claim(db, worker, now=time.time(), capacity=capacity, lease_s=60.0)
+        items = queue.claim(
+            db, worker, now=time.time(), capacity=capacity, lease_s=60.0, floor=floor
+        )
         c = (time.perf_counter() - t) * 1000
         results = [
             SendResult(

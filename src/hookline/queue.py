@@ -20,8 +20,9 @@ import datetime as dt
 import json
 import logging
 import random
+import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -46,6 +47,7 @@ from hookline.transport import MAX_RESPONSE_BODY
 
 __all__ = [
     "Claimed",
+    "DueFloor",
     "EndpointBudget",
     "SendResult",
     "claim",
@@ -257,7 +259,8 @@ LIMIT 1
 # horizon; the first ``capacity`` that may go are leased. At a million pending, the separate
 # statements with row locks on the candidates took ~15 ms a claim here, this ~9 ms
 # (docs/benchmarks.md).
-#   $1 now, $2 now + RATE_HORIZON_S, $3 candidates to read, $4 capacity, $5 owner, $6 lease_s
+#   $1 now, $2 now + RATE_HORIZON_S, $3 candidates to read, $4 capacity, $5 owner, $6 lease_s,
+#   $7 where the due index is read from (DueFloor)
 # The due-index read and the FIFO heads are united, so they give the same columns.
 _CANDIDATE_COLUMNS_PG = """d.id, d.endpoint, d.attempts, d.delivery_id, d.event, d.next_attempt_at,
            e.max_in_flight - COALESCE(b.n, 0) AS room, e.rate_limit,
@@ -287,12 +290,22 @@ takes_any AS MATERIALIZED (
 reach AS MATERIALIZED (
     SELECT $3 + COALESCE(SUM(n), 0) AS n FROM busy
 ),
+-- Where the next claim may start reading the due index: the earliest delivery still pending,
+-- leased or not, or now if none is due yet.
+next_floor AS MATERIALIZED (
+    SELECT LEAST($1, COALESCE((
+        SELECT d.next_attempt_at FROM hookline_delivery d
+        WHERE d.status = 'pending' AND d.next_attempt_at >= $7
+        ORDER BY d.next_attempt_at
+        LIMIT 1), $1)) AS at
+),
 scanned AS MATERIALIZED (
     SELECT {_CANDIDATE_COLUMNS_PG}
     FROM (
         SELECT d.id, d.endpoint, d.attempts, d.delivery_id, d.event, d.next_attempt_at
         FROM hookline_delivery d
-        WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND (SELECT yes FROM takes_any)
+        WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND d.next_attempt_at >= $7
+          AND (SELECT yes FROM takes_any)
         ORDER BY d.next_attempt_at
         LIMIT (SELECT n FROM reach)
     ) d
@@ -311,7 +324,7 @@ cut_short AS MATERIALIZED (
     SELECT (SELECT yes FROM takes_any) AND (SELECT COUNT(*) FROM scanned) < $3 AND (
         SELECT COUNT(*) FROM (
             SELECT 1 FROM hookline_delivery d
-            WHERE d.status = 'pending' AND d.next_attempt_at <= $1
+            WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND d.next_attempt_at >= $7
             ORDER BY d.next_attempt_at
             LIMIT (SELECT n FROM reach)) r) >= (SELECT n FROM reach) AS yes
 ),
@@ -323,7 +336,7 @@ by_endpoint AS MATERIALIZED (
         SELECT d.id, d.endpoint, d.attempts, d.delivery_id, d.event, d.next_attempt_at
         FROM hookline_delivery d
         WHERE d.endpoint = e.id AND d.status = 'pending' AND d.next_attempt_at <= $1
-          AND {_UNLEASED}
+          AND d.next_attempt_at >= $7 AND {_UNLEASED}
         ORDER BY d.endpoint, d.next_attempt_at
         LIMIT GREATEST(e.max_in_flight - COALESCE(b.n, 0), 0)
     ) d
@@ -380,13 +393,13 @@ paced AS (
 )
 SELECT c.id, c.delivery_id, c.attempt, ev.event_id, ev.payload, e.id, e.endpoint_id, e.url,
        e.custom_headers, e.timeout_s, e.connect_timeout_s, e.retry_schedule, e.signing_key_enc,
-       e.secrets_version, c.not_before
+       e.secrets_version, c.not_before, (SELECT at FROM next_floor)
 FROM chosen c
 JOIN hookline_event ev ON ev.id = c.event
 JOIN hookline_endpoint e ON e.id = c.endpoint
 ORDER BY c.next_attempt_at, c.id
 """
-_CLAIM_PG_TYPES = "(float8, float8, int, int, text, float8)"
+_CLAIM_PG_TYPES = "(float8, float8, int, int, text, float8, float8)"
 _LEASE_SQLITE = """
 INSERT INTO hookline_lease (delivery, endpoint, owner, attempt, until_at)
 SELECT id, endpoint, ?, attempts + 1, ? FROM hookline_delivery WHERE id IN ({ids})
@@ -405,8 +418,17 @@ WHERE l.delivery IN ({ids})
 """
 
 
-def claim(db: DAL, worker: str, *, now: float, capacity: int, lease_s: float) -> list[Claimed]:
-    """Lease up to ``capacity`` due deliveries to ``worker``; commits. Returns what it leased."""
+def claim(
+    db: DAL,
+    worker: str,
+    *,
+    now: float,
+    capacity: int,
+    lease_s: float,
+    floor: DueFloor | None = None,
+) -> list[Claimed]:
+    """Lease up to ``capacity`` due deliveries to ``worker``; commits. Returns what it leased.
+    A worker passes its ``DueFloor``."""
     if capacity <= 0:
         return []
     db.commit()
@@ -420,7 +442,7 @@ def claim(db: DAL, worker: str, *, now: float, capacity: int, lease_s: float) ->
         begin_write(db)
         try:
             claimed = _claim_locked(
-                db, worker, now=now, capacity=capacity, lease_s=lease_s, lasting=False
+                db, worker, now=now, capacity=capacity, lease_s=lease_s, lasting=False, floor=floor
             )
             db.commit()
         except BaseException:
@@ -459,14 +481,27 @@ def _lease_commit(db: DAL) -> Iterator[None]:
 
 
 def _claim_locked(
-    db: DAL, worker: str, *, now: float, capacity: int, lease_s: float, lasting: bool = True
+    db: DAL,
+    worker: str,
+    *,
+    now: float,
+    capacity: int,
+    lease_s: float,
+    lasting: bool = True,
+    floor: DueFloor | None = None,
 ) -> list[Claimed]:
     """The claim inside the caller's write transaction (which holds SQLite's write lock). With
     ``lasting`` false the transaction is only this claim, committed without waiting for the
     disk (``_lease_commit``)."""
     if is_postgres(db):
         rows = _claim_rows_pg(
-            db, worker, now=now, capacity=capacity, lease_s=lease_s, lasting=lasting
+            db,
+            worker,
+            now=now,
+            capacity=capacity,
+            lease_s=lease_s,
+            lasting=lasting,
+            floor=floor,
         )
     else:
         rows = _claim_rows_sqlite(db, worker, now=now, capacity=capacity, lease_s=lease_s)
@@ -510,8 +545,59 @@ def _take_claim_lock(db: DAL) -> None:
     db._adapter.cursor.execute(_TAKE_CLAIM_LOCK, [CLAIM_LOCK])
 
 
+#: PostgreSQL: how far below the earliest pending delivery the last claim saw the next one
+#: starts reading the due index. It covers a delivery whose transaction chose its due time
+#: (its ``now``) this long before it committed, or on a clock this far behind.
+DUE_FLOOR_MARGIN_S = 5.0
+
+#: PostgreSQL: how often a claim reads the due index from its start regardless, which bounds
+#: the delay of a delivery that the margin did not cover.
+DUE_FULL_READ_EVERY_S = 5.0
+
+
+@dataclass
+class DueFloor:
+    """PostgreSQL: where a worker's next claim starts reading the due index (SQLite ignores it).
+
+    A delivery that is recorded leaves the due index's partial range, but PostgreSQL keeps its
+    entry until the table is vacuumed, and every read from the start of the index steps over
+    them: the deliveries sent since the last vacuum, which autovacuum lets grow to a fifth of
+    the table (a million pending: 200,000 entries, ~3 ms a claim). Entries are added at their
+    due time, which is now or later, so below the earliest delivery still pending there are only
+    those left-behind entries; a claim starts a margin below it instead of at the start.
+
+    A worker keeps one for its lifetime and passes it to every claim; without one, a claim reads
+    the due index from its start.
+    """
+
+    clock: Callable[[], float] = time.monotonic
+    at: float | None = None
+    full_read_at: float = float("-inf")
+
+    def start(self) -> float:
+        """The lowest due time the next claim reads: ``-inf`` for a full read (the first, then
+        every ``DUE_FULL_READ_EVERY_S`` of ``clock``)."""
+        now = self.clock()
+        if self.at is None or now - self.full_read_at >= DUE_FULL_READ_EVERY_S:
+            self.full_read_at = now
+            return float("-inf")
+        return self.at - DUE_FLOOR_MARGIN_S
+
+    def seen(self, at: float | None) -> None:
+        """Keep the claim's ``next_floor`` (``None``: it did not read the due index)."""
+        if at is not None:
+            self.at = float(at)
+
+
 def _claim_rows_pg(
-    db: DAL, worker: str, *, now: float, capacity: int, lease_s: float, lasting: bool
+    db: DAL,
+    worker: str,
+    *,
+    now: float,
+    capacity: int,
+    lease_s: float,
+    lasting: bool,
+    floor: DueFloor | None,
 ) -> list[tuple]:
     """The claim's one round trip (two on a connection's first claim): its turn, then the
     prepared statement, parsed once per connection rather than per claim."""
@@ -524,10 +610,22 @@ def _claim_rows_pg(
     # The lock is its own statement: the claim's snapshot must be taken after it is granted.
     cursor.execute(
         f"{relaxed}{CLAIM_PLANNER_SETTINGS} {_TAKE_CLAIM_LOCK};"
-        " EXECUTE hookline_claim(%s, %s, %s, %s, %s, %s)",
-        [CLAIM_LOCK, now, now + RATE_HORIZON_S, capacity * CLAIM_WINDOW, capacity, worker, lease_s],
+        " EXECUTE hookline_claim(%s, %s, %s, %s, %s, %s, %s)",
+        [
+            CLAIM_LOCK,
+            now,
+            now + RATE_HORIZON_S,
+            capacity * CLAIM_WINDOW,
+            capacity,
+            worker,
+            lease_s,
+            float("-inf") if floor is None else floor.start(),
+        ],
     )
-    return cursor.fetchall()
+    rows = cursor.fetchall()
+    if rows and floor is not None:
+        floor.seen(rows[0][-1])
+    return [row[:-1] for row in rows]
 
 
 def _claim_rows_sqlite(
@@ -755,11 +853,13 @@ def record_and_claim(
     policy: RetryPolicy,
     rng: random.Random,
     disable_after: dt.timedelta,
+    floor: DueFloor | None = None,
 ) -> tuple[list[RetryDecision], list[Claimed]]:
     """``record_results`` then ``claim`` in one write transaction (one commit, one fsync on
-    SQLite): the claim sees the in-flight slots the recorded attempts freed."""
+    SQLite): the claim sees the in-flight slots the recorded attempts freed. A worker passes
+    its ``DueFloor``."""
     if not results:
-        return [], claim(db, worker, now=now, capacity=capacity, lease_s=lease_s)
+        return [], claim(db, worker, now=now, capacity=capacity, lease_s=lease_s, floor=floor)
     now_dt = from_epoch(now)
     decisions = [
         decide(
@@ -832,7 +932,7 @@ def record_and_claim(
             db, [r for r, _ in applied], [d for _, d in applied], now_dt, disable_after
         )
         claimed = (
-            _claim_locked(db, worker, now=now, capacity=capacity, lease_s=lease_s)
+            _claim_locked(db, worker, now=now, capacity=capacity, lease_s=lease_s, floor=floor)
             if capacity > 0
             else []
         )

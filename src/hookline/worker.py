@@ -128,6 +128,7 @@ class Worker:
         self._secrets: dict[tuple[int, int], tuple[float, list[str]]] = {}
         self._signing_keys: dict[str, str] = {}
         self._disable_after = dt.timedelta(days=settings.disable_after_days)
+        self._due_floor = queue.DueFloor()  # PostgreSQL: where its claims read the due index from
         self._transient_errors: tuple[type[BaseException], ...] = ()
         self._backoff = MIN_BACKOFF_S
         self._blocked_wait = MIN_BLOCKED_WAIT_S
@@ -308,6 +309,7 @@ class Worker:
             policy=self.policy,
             rng=self.rng,
             disable_after=self._disable_after,
+            floor=self._due_floor,
         )
         del self._results[: len(batch)]  # only once they are committed
         self.stats.recorded += len(batch)

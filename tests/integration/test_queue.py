@@ -706,13 +706,126 @@ def _claim_plan_pg(db, at: float, *, window: int, capacity: int, analyze: bool =
         db.executesql(queue.CLAIM_PLANNER_SETTINGS)
         rows = db.executesql(
             f"EXPLAIN {'(ANALYZE) ' if analyze else ''}"
-            f"EXECUTE test_claim(%s, %s, {window}, {capacity}, 'w', 60)",
+            f"EXECUTE test_claim(%s, %s, {window}, {capacity}, 'w', 60, '-Infinity')",
             placeholders=[at, at + 1],
         )
         db.rollback()
     finally:
         db.executesql("DEALLOCATE test_claim")
     return "\n".join(row[0] for row in rows)
+
+
+def test_a_claim_with_a_floor_takes_a_delivery_that_committed_late_within_the_margin(db, box, t0):
+    """A worker's claims start reading the due index a margin below the earliest pending
+    delivery the last one saw (PostgreSQL; SQLite ignores the floor). A delivery whose
+    transaction chose its due time a little before that, and committed after, is still taken."""
+    make_endpoint(db, box)
+    publish(db, 3, now=t0)
+    db.commit()
+    at = to_epoch(t0) + 1
+    floor = queue.DueFloor()
+    taken = queue.claim(db, "w1", now=at, capacity=3, lease_s=60.0, floor=floor)
+    assert len(taken) == 3
+    record(db, [result(item, 200, started=at) for item in taken], at)
+
+    late = publish(db, 1, now=t0 - dt.timedelta(seconds=queue.DUE_FLOOR_MARGIN_S / 2))
+    db.commit()
+    [item] = queue.claim(db, "w1", now=at + 1, capacity=10, lease_s=60.0, floor=floor)
+    assert item.event_id == late[0]
+
+
+def test_a_delivery_due_below_the_margin_waits_at_most_for_the_next_full_read(db, box, t0):
+    """One due further below the floor than the margin (a transaction open longer than that
+    before it committed, or a clock that far behind) is taken by the next claim that reads the
+    due index from its start, at most ``DUE_FULL_READ_EVERY_S`` later."""
+    make_endpoint(db, box)
+    publish(db, 2, now=t0)
+    db.commit()
+    at = to_epoch(t0) + 1
+    clock = [0.0]
+    floor = queue.DueFloor(clock=lambda: clock[0])
+    assert len(queue.claim(db, "w1", now=at, capacity=2, lease_s=60.0, floor=floor)) == 2
+
+    behind = t0 - dt.timedelta(seconds=queue.DUE_FLOOR_MARGIN_S + 60)
+    [event_id] = publish(db, 1, now=behind)
+    db.commit()
+    clock[0] = queue.DUE_FULL_READ_EVERY_S - 0.5
+    taken = queue.claim(db, "w1", now=at + 1, capacity=10, lease_s=60.0, floor=floor)
+    if is_postgres(db):
+        assert taken == []  # below where this claim started
+        clock[0] = queue.DUE_FULL_READ_EVERY_S
+        taken = queue.claim(db, "w1", now=at + 2, capacity=10, lease_s=60.0, floor=floor)
+    assert [item.event_id for item in taken] == [event_id]
+
+
+def _due_index_blocks(db, at: float, start: float) -> int:
+    """Buffers the PostgreSQL claim's read of the due index touches, reading from ``start``
+    (the claim runs in a transaction rolled back after)."""
+    db.executesql(f"PREPARE test_claim {queue._CLAIM_PG_TYPES} AS {queue._CLAIM_PG}")
+    try:
+        db.executesql(queue.CLAIM_PLANNER_SETTINGS)
+        [[plan]] = db.executesql(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)"
+            " EXECUTE test_claim(%s, %s, 20, 10, 'w', 60, %s)",
+            placeholders=[at, at + 1, start],
+        )
+        db.rollback()
+    finally:
+        db.executesql("DEALLOCATE test_claim")
+
+    def scans(node):
+        if node.get("Index Name") == "hookline_delivery_due_ep_idx":
+            yield node
+        for child in node.get("Plans", ()):
+            yield from scans(child)
+
+    plan = plan if isinstance(plan, list) else json.loads(plan)
+    return sum(n["Shared Hit Blocks"] + n["Shared Read Blocks"] for n in scans(plan[0]["Plan"]))
+
+
+def test_a_claim_with_a_floor_does_not_read_the_entries_sent_deliveries_left_behind(db, box, t0):
+    """PostgreSQL keeps a sent delivery's entry in the due index until a vacuum: read from the
+    start, 20,000 of them cost every claim a walk over their pages. From the floor, a claim
+    reads a handful."""
+    if not is_postgres(db):
+        pytest.skip("SQLite removes an index entry when its row leaves the index")
+    _, endpoint = make_endpoint(db, box, max_in_flight=1000)
+    publish(db, 1, now=t0)
+    db.commit()
+    event = db(db.hookline_event.id > 0).select().first().id
+    base = to_epoch(t0) - 30_000
+    db.executesql("ALTER TABLE hookline_delivery SET (autovacuum_enabled = false)")
+    db.commit()
+    try:
+        db.executesql(
+            "INSERT INTO hookline_delivery (delivery_id, event, endpoint, status, attempts,"
+            " next_attempt_at, created_at, updated_at)"
+            " SELECT 'dlv_floor' || g, %s, %s, 'pending', 0, %s + g, %s, %s"
+            " FROM generate_series(1, 20100) AS g",
+            placeholders=[event, endpoint, base, t0, t0],
+        )
+        db.commit()
+        db.executesql(
+            "UPDATE hookline_delivery SET status = 'succeeded', finished_at = %s"
+            " WHERE delivery_id LIKE 'dlv_floor%%' AND next_attempt_at <= %s",
+            placeholders=[t0, base + 20_000],
+        )
+        db.commit()
+        at = to_epoch(t0) + 1
+        floor = queue.DueFloor()
+        taken = queue.claim(db, "w1", now=at, capacity=10, lease_s=60.0, floor=floor)
+        assert [item.delivery_id for item in taken] == [
+            f"dlv_floor{g}" for g in range(20001, 20011)
+        ]
+        assert floor.at == base + 20_001  # the earliest still pending: the first one taken
+
+        from_start = _due_index_blocks(db, at, float("-inf"))
+        from_floor = _due_index_blocks(db, at, floor.start())
+        assert from_floor * 5 < from_start, (from_floor, from_start)
+    finally:
+        db.rollback()
+        db.executesql("ALTER TABLE hookline_delivery RESET (autovacuum_enabled)")
+        db.commit()
 
 
 def test_claim_reads_the_partial_indexes(db, box, t0):
@@ -770,7 +883,8 @@ def test_the_postgresql_claim_plan_made_on_empty_tables_still_reads_by_index(db,
 
     db.executesql(queue.CLAIM_PLANNER_SETTINGS)
     rows = db.executesql(
-        "EXPLAIN EXECUTE hookline_claim(%s, %s, 200, 100, 'w', 60)", placeholders=[at, at + 1]
+        "EXPLAIN EXECUTE hookline_claim(%s, %s, 200, 100, 'w', 60, '-Infinity')",
+        placeholders=[at, at + 1],
     )
     db.rollback()
     plan = "\n".join(row[0] for row in rows)

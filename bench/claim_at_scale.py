@@ -131,7 +131,8 @@ def _claim_plan(db, postgres: bool, capacity: int) -> list[tuple]:
     from hookline import queue
     from hookline.fanout import dialect_sql
 
-    now, window = time.time(), capacity * queue.CLAIM_WINDOW
+    now = time.time()
+    window = capacity * (queue.CLAIM_WINDOW_PG if postgres else queue.CLAIM_WINDOW)
     if not postgres:
         return db.executesql(
             "EXPLAIN QUERY PLAN " + dialect_sql(db, queue._CANDIDATES.format(skip="")),

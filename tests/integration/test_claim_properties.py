@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from hookline import endpoints, outbox, queue, secretbox
 from hookline.endpoint_rules import parse_endpoint
+from hookline.fanout import is_postgres
 from hookline.netguard import NetworkPolicy
 from hookline.timeutil import to_epoch, utcnow
 
@@ -216,7 +217,7 @@ def test_a_claim_keeps_every_rule_and_takes_something_whenever_it_can(db, queue_
     if len(claimed) < capacity:
         # Room to spare: an open endpoint got nothing only if the window (CLAIM_WINDOW times
         # the capacity, in time order) was full of other endpoints' candidates before its first.
-        window = capacity * queue.CLAIM_WINDOW
+        window = capacity * (queue.CLAIM_WINDOW_PG if is_postgres(db) else queue.CLAIM_WINDOW)
         for index, due_in in first_free.items():
             if index in taken:
                 continue

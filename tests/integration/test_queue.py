@@ -994,6 +994,28 @@ def test_a_backlog_that_cannot_be_taken_does_not_hide_what_is_due_behind_it(db, 
     assert claim(db, at, capacity=10) == []
 
 
+def test_a_claim_cut_short_by_an_endpoint_that_filled_up_is_made_up_by_the_next(db, box, t0):
+    """A claim reads a window of candidates (on PostgreSQL no more than its capacity): when an
+    endpoint fills up on the first of them, the claim may come up short, and the next claim,
+    which leaves that endpoint out, takes the others' in time order. Between them, no endpoint
+    goes past its room and nothing due is skipped."""
+    _, tight = make_endpoint(db, box, event_types=["order.created"], max_in_flight=2)
+    _, other = make_endpoint(db, box, event_types=["ping"])
+    publish(db, 5, now=t0, event_type="order.created")
+    publish(db, 5, now=t0 + dt.timedelta(seconds=1))
+    db.commit()
+    tight_rows = [row.id for row in deliveries(db, endpoint=tight)]
+    other_rows = [row.id for row in deliveries(db, endpoint=other)]
+    at = to_epoch(t0) + 5
+
+    first = claim(db, at, capacity=4)
+    second = claim(db, at, capacity=4 - len(first))
+    taken = [item.delivery_row for item in first + second]
+    assert sorted(taken) == sorted(tight_rows[:2] + other_rows[:2])
+    rest = claim(db, at, capacity=10)  # tight is full: the other's last three
+    assert [item.delivery_row for item in rest] == other_rows[2:]
+
+
 def _vm_steps(db, action) -> int:
     """SQLite virtual-machine instructions (in hundreds) that ``action`` runs on ``db``."""
     steps = [0]

@@ -154,6 +154,7 @@ def child(engine_env: dict, claims: int, capacity: int) -> None:
     from hookline import queue
     from hookline.config import Settings
     from hookline.database import connect
+    from hookline.duefloor import DueFloor
     from hookline.queue import SendResult
     from hookline.retry import RetryPolicy
 
@@ -162,7 +163,7 @@ def child(engine_env: dict, claims: int, capacity: int) -> None:
     policy, rng = RetryPolicy(), random.Random(0)
     import datetime as dt
 
-    worker, floor = queue.new_worker_id(), queue.DueFloor()
+    worker, floor = queue.new_worker_id(), DueFloor()
     rss_start = rss_mb(os.getpid())[0]
     claim_ms, record_ms, got, rss = [], [], [], []
     last_vacuum = time.monotonic()

@@ -20,6 +20,7 @@ from typing import Any
 from pydal import DAL
 
 from hookline.database import begin_write
+from hookline.duefloor import DueFloor
 from hookline.errors import Conflict, HooklineError, NotFound
 from hookline.fanout import NOTIFY_CHANNEL, dialect_sql, is_postgres
 from hookline.retry import AttemptOutcome, RetryPolicy, decide
@@ -88,34 +89,56 @@ def handler_for(source: str, kind: str, event_type: str | None) -> Handler | Non
     return None
 
 
+# Both read the due index from a floor (``hookline.duefloor``; ``-inf`` on SQLite).
 _ANY_DUE = (
-    "SELECT 1 FROM hookline_inbox WHERE status = 'received' AND next_attempt_at <= %s LIMIT 1"
+    "SELECT 1 FROM hookline_inbox WHERE status = 'received' AND next_attempt_at <= %s"
+    " AND next_attempt_at >= %s LIMIT 1"
 )
 _CLAIM = """
 SELECT i.id FROM hookline_inbox i
-WHERE i.status = 'received' AND i.next_attempt_at <= %s
+WHERE i.status = 'received' AND i.next_attempt_at <= %s AND i.next_attempt_at >= %s
 ORDER BY i.next_attempt_at
 LIMIT %s
+"""
+# PostgreSQL: the claim, locking what it takes, and the earliest message still received, taken
+# or not (locked by another worker's claim, or due later): where the next claim may start.
+_CLAIM_PG = f"""
+SELECT c.id, (SELECT LEAST(%s, MIN(w.next_attempt_at)) FROM (
+    SELECT next_attempt_at FROM hookline_inbox
+    WHERE status = 'received' AND next_attempt_at >= %s
+    ORDER BY next_attempt_at LIMIT 1) w)
+FROM ({_CLAIM} FOR UPDATE SKIP LOCKED) c
 """
 
 
 def claim_messages(
-    db: DAL, worker: str, *, now: float, capacity: int, lease_s: float
+    db: DAL,
+    worker: str,
+    *,
+    now: float,
+    capacity: int,
+    lease_s: float,
+    floor: DueFloor | None = None,
 ) -> list[InboxMessage]:
-    """Lease up to ``capacity`` due received messages to ``worker``; commits."""
+    """Lease up to ``capacity`` due received messages to ``worker``; commits. A worker passes
+    its ``DueFloor`` for the inbox."""
     db.commit()
+    postgres = is_postgres(db)
+    start = floor.start() if floor is not None and postgres else float("-inf")
     # A read first: the worker asks on every turn, and on SQLite the write lock below would
     # make receivers wait for nothing whenever no message is due.
-    if not db.executesql(dialect_sql(db, _ANY_DUE), placeholders=[now]):
+    if not db.executesql(dialect_sql(db, _ANY_DUE), placeholders=[now, start]):
         db.commit()
         return []
     begin_write(db)
     try:
-        suffix = " FOR UPDATE SKIP LOCKED" if is_postgres(db) else ""
-        ids = [
-            int(r[0])
-            for r in db.executesql(dialect_sql(db, _CLAIM + suffix), placeholders=[now, capacity])
-        ]
+        if postgres:
+            found = db.executesql(_CLAIM_PG, placeholders=[now, start, now, start, capacity])
+            if found and floor is not None:
+                floor.seen(found[0][1])
+        else:
+            found = db.executesql(dialect_sql(db, _CLAIM), placeholders=[now, start, capacity])
+        ids = [int(r[0]) for r in found]
         if not ids:
             db.commit()
             return []

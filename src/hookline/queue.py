@@ -20,9 +20,8 @@ import datetime as dt
 import json
 import logging
 import random
-import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -33,6 +32,7 @@ from pydal import DAL
 
 from hookline import endpoints
 from hookline.database import begin_write
+from hookline.duefloor import DueFloor
 from hookline.fanout import dialect_sql, is_postgres
 from hookline.ids import new_id
 from hookline.retry import (
@@ -47,7 +47,6 @@ from hookline.transport import MAX_RESPONSE_BODY
 
 __all__ = [
     "Claimed",
-    "DueFloor",
     "EndpointBudget",
     "SendResult",
     "claim",
@@ -265,7 +264,7 @@ LIMIT 1
 # statements with row locks on the candidates took ~15 ms a claim here, this ~9 ms
 # (docs/benchmarks.md).
 #   $1 now, $2 now + RATE_HORIZON_S, $3 candidates to read, $4 capacity, $5 owner, $6 lease_s,
-#   $7 where the due index is read from (DueFloor)
+#   $7 where the due index is read from (hookline.duefloor)
 # The due-index read and the FIFO heads are united, so they give the same columns.
 _CANDIDATE_COLUMNS_PG = """d.id, d.endpoint, d.attempts, d.delivery_id, d.event, d.next_attempt_at,
            e.max_in_flight - COALESCE(b.n, 0) AS room, e.rate_limit,
@@ -548,50 +547,6 @@ _TAKE_CLAIM_LOCK = "SELECT pg_advisory_xact_lock(%s)"
 
 def _take_claim_lock(db: DAL) -> None:
     db._adapter.cursor.execute(_TAKE_CLAIM_LOCK, [CLAIM_LOCK])
-
-
-#: PostgreSQL: how far below the earliest pending delivery the last claim saw the next one
-#: starts reading the due index. It covers a delivery whose transaction chose its due time
-#: (its ``now``) this long before it committed, or on a clock this far behind.
-DUE_FLOOR_MARGIN_S = 5.0
-
-#: PostgreSQL: how often a claim reads the due index from its start regardless, which bounds
-#: the delay of a delivery that the margin did not cover.
-DUE_FULL_READ_EVERY_S = 5.0
-
-
-@dataclass
-class DueFloor:
-    """PostgreSQL: where a worker's next claim starts reading the due index (SQLite ignores it).
-
-    A delivery that is recorded leaves the due index's partial range, but PostgreSQL keeps its
-    entry until the table is vacuumed, and every read from the start of the index steps over
-    them: the deliveries sent since the last vacuum, which autovacuum lets grow to a fifth of
-    the table (a million pending: 200,000 entries, ~3 ms a claim). Entries are added at their
-    due time, which is now or later, so below the earliest delivery still pending there are only
-    those left-behind entries; a claim starts a margin below it instead of at the start.
-
-    A worker keeps one for its lifetime and passes it to every claim; without one, a claim reads
-    the due index from its start.
-    """
-
-    clock: Callable[[], float] = time.monotonic
-    at: float | None = None
-    full_read_at: float = float("-inf")
-
-    def start(self) -> float:
-        """The lowest due time the next claim reads: ``-inf`` for a full read (the first, then
-        every ``DUE_FULL_READ_EVERY_S`` of ``clock``)."""
-        now = self.clock()
-        if self.at is None or now - self.full_read_at >= DUE_FULL_READ_EVERY_S:
-            self.full_read_at = now
-            return float("-inf")
-        return self.at - DUE_FLOOR_MARGIN_S
-
-    def seen(self, at: float | None) -> None:
-        """Keep the claim's ``next_floor`` (``None``: it did not read the due index)."""
-        if at is not None:
-            self.at = float(at)
 
 
 def _claim_rows_pg(

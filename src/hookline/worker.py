@@ -39,6 +39,7 @@ from hookline import (
 )
 from hookline.config import Settings
 from hookline.database import connect, driver_errors
+from hookline.duefloor import DueFloor
 from hookline.fanout import NOTIFY_CHANNEL
 from hookline.netguard import NetworkPolicy
 from hookline.queue import Claimed, SendResult
@@ -128,7 +129,8 @@ class Worker:
         self._secrets: dict[tuple[int, int], tuple[float, list[str]]] = {}
         self._signing_keys: dict[str, str] = {}
         self._disable_after = dt.timedelta(days=settings.disable_after_days)
-        self._due_floor = queue.DueFloor()  # PostgreSQL: where its claims read the due index from
+        # PostgreSQL: where its claims read the due indexes from.
+        self._due_floor, self._inbox_floor = DueFloor(), DueFloor()
         self._transient_errors: tuple[type[BaseException], ...] = ()
         self._backoff = MIN_BACKOFF_S
         self._blocked_wait = MIN_BLOCKED_WAIT_S
@@ -332,6 +334,7 @@ class Worker:
             now=now,
             capacity=INBOX_BATCH,
             lease_s=float(self.settings.lease_seconds),
+            floor=self._inbox_floor,
         )
         if messages:
             counts = await self._on_db(

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from delivery_rows import as_seen, seen_deliveries
-from hookline import discard, endpoints, outbox, queue, secretbox
+from hookline import discard, duefloor, endpoints, outbox, queue, secretbox
 from hookline.database import connect
 from hookline.endpoint_rules import parse_endpoint
 from hookline.fanout import is_postgres
@@ -723,12 +723,12 @@ def test_a_claim_with_a_floor_takes_a_delivery_that_committed_late_within_the_ma
     publish(db, 3, now=t0)
     db.commit()
     at = to_epoch(t0) + 1
-    floor = queue.DueFloor()
+    floor = duefloor.DueFloor()
     taken = queue.claim(db, "w1", now=at, capacity=3, lease_s=60.0, floor=floor)
     assert len(taken) == 3
     record(db, [result(item, 200, started=at) for item in taken], at)
 
-    late = publish(db, 1, now=t0 - dt.timedelta(seconds=queue.DUE_FLOOR_MARGIN_S / 2))
+    late = publish(db, 1, now=t0 - dt.timedelta(seconds=duefloor.DUE_FLOOR_MARGIN_S / 2))
     db.commit()
     [item] = queue.claim(db, "w1", now=at + 1, capacity=10, lease_s=60.0, floor=floor)
     assert item.event_id == late[0]
@@ -743,17 +743,17 @@ def test_a_delivery_due_below_the_margin_waits_at_most_for_the_next_full_read(db
     db.commit()
     at = to_epoch(t0) + 1
     clock = [0.0]
-    floor = queue.DueFloor(clock=lambda: clock[0])
+    floor = duefloor.DueFloor(clock=lambda: clock[0])
     assert len(queue.claim(db, "w1", now=at, capacity=2, lease_s=60.0, floor=floor)) == 2
 
-    behind = t0 - dt.timedelta(seconds=queue.DUE_FLOOR_MARGIN_S + 60)
+    behind = t0 - dt.timedelta(seconds=duefloor.DUE_FLOOR_MARGIN_S + 60)
     [event_id] = publish(db, 1, now=behind)
     db.commit()
-    clock[0] = queue.DUE_FULL_READ_EVERY_S - 0.5
+    clock[0] = duefloor.DUE_FULL_READ_EVERY_S - 0.5
     taken = queue.claim(db, "w1", now=at + 1, capacity=10, lease_s=60.0, floor=floor)
     if is_postgres(db):
         assert taken == []  # below where this claim started
-        clock[0] = queue.DUE_FULL_READ_EVERY_S
+        clock[0] = duefloor.DUE_FULL_READ_EVERY_S
         taken = queue.claim(db, "w1", now=at + 2, capacity=10, lease_s=60.0, floor=floor)
     assert [item.event_id for item in taken] == [event_id]
 
@@ -812,7 +812,7 @@ def test_a_claim_with_a_floor_does_not_read_the_entries_sent_deliveries_left_beh
         )
         db.commit()
         at = to_epoch(t0) + 1
-        floor = queue.DueFloor()
+        floor = duefloor.DueFloor()
         taken = queue.claim(db, "w1", now=at, capacity=10, lease_s=60.0, floor=floor)
         assert [item.delivery_id for item in taken] == [
             f"dlv_floor{g}" for g in range(20001, 20011)

@@ -1,4 +1,4 @@
-"""``queue.DueFloor``: where a worker's PostgreSQL claims start reading the due index (pure,
+"""``duefloor.DueFloor``: where a worker's PostgreSQL claims start reading a due index (pure,
 table-driven).
 
 The first claim and one every ``DUE_FULL_READ_EVERY_S`` read from the start (``-inf``); the
@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from hookline.queue import DUE_FLOOR_MARGIN_S, DUE_FULL_READ_EVERY_S, DueFloor
+from hookline.duefloor import DUE_FLOOR_MARGIN_S, DUE_FULL_READ_EVERY_S, DueFloor
 
 EVERY = DUE_FULL_READ_EVERY_S
 MARGIN = DUE_FLOOR_MARGIN_S

@@ -145,6 +145,13 @@ class SqlConn:
         return None if value is None else base64.b64encode(value).decode("ascii")
 
     @staticmethod
+    def read_blob(value: Any) -> bytes:
+        """A ``blob`` field's bytes as stored by pydal (base64 text; ``NULL`` is empty)."""
+        if value is None:
+            return b""
+        return base64.b64decode(value if isinstance(value, str) else bytes(value))
+
+    @staticmethod
     def read_when(value: Any) -> dt.datetime | None:
         """A stored datetime read back (SQLite gives text, PostgreSQL a datetime)."""
         if value is None or isinstance(value, dt.datetime):

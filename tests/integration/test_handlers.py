@@ -40,6 +40,7 @@ from hookline.netguard import NetworkPolicy
 from hookline.order_rules import parse_create, parse_patch
 from hookline.retry import RetryPolicy
 from hookline.secretbox import load_secret_box
+from hookline.sqlconn import SqlConn
 from hookline.timeutil import from_epoch
 from hookline.transport import OutboundRequest, RecordingTransport, TransportResult
 from hookline.webio import Request, Response
@@ -202,6 +203,44 @@ def test_claim_leases_only_due_received_rows(settings, db, other_db):
     assert [m.row_id for m in claim(db, now=NOW + 61)] == [future]
 
 
+def test_a_claimed_message_carries_its_exact_bytes_id_and_headers(settings, db):
+    """What the handler gets is what was received: a body that is not UTF-8, the provider's
+    message id, every stored header; a source deleted since counts as kind ``none``."""
+    source, gone = unique(), unique()
+    add_source(db, settings, source, kind="github")
+    add_source(db, settings, gone, kind="stripe")
+    body = b"\xff\x00\xfe binary \xe2\x82"
+    request = Request.build(
+        "POST",
+        f"/myapp/webhook/{source}",
+        {"Content-Type": "application/octet-stream", "X-GitHub-Delivery": "d-1", "X-Extra": "ö"},
+        body,
+    )
+    for name, message_id in ((source, "d-1"), (gone, None)):
+        inbox.record(
+            db,
+            source=name,
+            message_id=message_id,
+            request=request,
+            response=Response(200, b"{}"),
+            status="received",
+            event_type="push",
+            now=from_epoch(NOW - 1),
+        )
+    db.commit()
+    db(db.hookline_source.name == gone).delete()
+    db.commit()
+
+    first, second = claim(db)
+    assert (first.source, first.kind, first.message_id) == (source, "github", "d-1")
+    assert (second.source, second.kind, second.message_id) == (gone, "none", None)
+    for message in (first, second):
+        assert message.body == body
+        assert message.event_type == "push"
+        assert message.headers.get("x-github-delivery") == "d-1"
+        assert message.headers.get("x-extra") == "ö"
+
+
 def test_claim_takes_at_most_capacity_oldest_due_first(settings, db):
     source = unique()
     add_source(db, settings, source)
@@ -322,9 +361,8 @@ def test_a_claim_with_a_floor_does_not_read_the_entries_handled_messages_left_be
         assert floor.at == NOW - 30_000 + 20_001
 
         def blocks(start: float) -> int:
-            [[plan]] = db.executesql(
-                "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + handlers._ANY_DUE,
-                placeholders=[NOW, start],
+            [[plan]] = SqlConn.of(db).all(
+                "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + handlers._ANY_DUE, [NOW, start]
             )
             db.rollback()
             plan = plan if isinstance(plan, list) else json.loads(plan)

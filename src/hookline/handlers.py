@@ -58,6 +58,7 @@ class InboxMessage:
     message_id: str | None
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
+    attempt: int = 1  # this run's number: 1, then one more per retry
 
     def json(self) -> Any:
         """The body decoded as JSON (``PermanentFailure`` when it is not JSON)."""
@@ -107,7 +108,7 @@ _LEASE = """
 UPDATE hookline_inbox
 SET status = 'processing', attempts = attempts + 1, lease_owner = ?, lease_until = ?
 """
-_LEASED_COLUMNS = "id, inbox_id, source, event_type, message_id, body, headers"
+_LEASED_COLUMNS = "id, inbox_id, source, event_type, message_id, body, headers, attempts"
 # SQLite: the write lock is held, so the due rows are simply updated.
 _CLAIM_SQLITE = f"{_LEASE} WHERE id IN ({_DUE}) RETURNING {_LEASED_COLUMNS}"
 # PostgreSQL: the due rows no other worker has locked, and the earliest message still received,
@@ -175,22 +176,36 @@ def claim_messages(
             message_id=row[4],
             body=SqlConn.read_blob(row[5]),
             headers=dict(json.loads(row[6])),
+            attempt=int(row[7]),
         )
         for row in sorted(rows)
     ]
 
 
-def _settle(db: DAL, message: InboxMessage, worker: str, values: dict[str, Any]) -> bool:
+_SETTLE = """
+UPDATE hookline_inbox
+SET status = ?, processed_at = ?, next_attempt_at = COALESCE(?, next_attempt_at),
+    last_error = ?, lease_owner = NULL, lease_until = NULL
+WHERE id = ? AND status = 'processing' AND lease_owner = ?
+"""
+
+
+def _settle(
+    db: DAL,
+    message: InboxMessage,
+    worker: str,
+    *,
+    status: str,
+    processed_at: dt.datetime | None = None,
+    next_attempt_at: float | None = None,
+    last_error: str | None = None,
+) -> bool:
     """Record the outcome if the message is still leased to ``worker``, then commit; else roll
     back: a worker whose lease ran out (another owns the message now) must not commit what its
     handler wrote, or the work would happen twice."""
-    table = db.hookline_inbox
-    query = (
-        (table.id == message.row_id)
-        & (table.status == "processing")
-        & (table.lease_owner == worker)
-    )
-    if db(query).update(lease_owner=None, lease_until=None, **values):
+    sql = SqlConn.of(db)
+    params = [status, sql.when(processed_at), next_attempt_at, last_error]
+    if sql.execute(_SETTLE, [*params, message.row_id, worker]).rowcount:
         db.commit()
         return True
     db.rollback()
@@ -210,7 +225,6 @@ def process_messages(
     counts = {"processed": 0, "retry": 0, "failed": 0}
     for message in messages:
         handler = handler_for(message.source, message.kind, message.event_type)
-        attempts = db.hookline_inbox[message.row_id].attempts
         try:
             if handler is not None:
                 handler(db, message)
@@ -218,11 +232,9 @@ def process_messages(
                 db,
                 message,
                 worker,
-                {
-                    "status": "processed",
-                    "processed_at": from_epoch(now),
-                    "last_error": None if handler else "no handler registered",
-                },
+                status="processed",
+                processed_at=from_epoch(now),
+                last_error=None if handler else "no handler registered",
             )
             counts["processed"] += settled
             continue
@@ -232,16 +244,23 @@ def process_messages(
         except Exception as error:  # a handler's failure is recorded, never fatal to the worker
             db.rollback()
             reason = f"{type(error).__name__}: {error}"[:2000]
-            decision = decide(policy, attempts, AttemptOutcome(None, reason), from_epoch(now), rng)
+            outcome = AttemptOutcome(None, reason)
+            decision = decide(policy, message.attempt, outcome, from_epoch(now), rng)
             decision_action, next_at = decision.action, decision.next_attempt_at
-        values: dict[str, Any] = {"last_error": reason}
         if decision_action == "retry" and next_at is not None:
-            values.update(status="received", next_attempt_at=to_epoch(next_at))
+            _settle(
+                db,
+                message,
+                worker,
+                status="received",
+                next_attempt_at=to_epoch(next_at),
+                last_error=reason,
+            )
             counts["retry"] += 1
         else:
-            values.update(status="failed", processed_at=from_epoch(now))
+            failed_at = from_epoch(now)
+            _settle(db, message, worker, status="failed", processed_at=failed_at, last_error=reason)
             counts["failed"] += 1
-        _settle(db, message, worker, values)
     return counts
 
 

@@ -428,6 +428,7 @@ def test_a_raising_handler_is_retried_on_the_policy_schedule(settings, db, other
     assert again.processed_at is None
     assert claim(db, now=NOW + 29) == []  # not due before the schedule says
     [message] = claim(db, now=NOW + 30)
+    assert message.attempt == 2  # what the handler sees, and what the schedule counts
     assert process(db, [message], now=NOW + 30, policy=policy)["retry"] == 1
     assert row(other_db, row_id).next_attempt_at == pytest.approx(NOW + 30 + 600)
     assert row(other_db, row_id).attempts == 2

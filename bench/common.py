@@ -430,6 +430,7 @@ _ORDER = [
     "isolation",
     "claim",
     "backlogs",
+    "handlers",
     "ingest",
     "findings",
 ]

@@ -82,16 +82,24 @@ def add_message(
     *,
     at: float = NOW,
     status: str = "received",
+    raw: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    message_id: str | None = None,
 ) -> int:
-    """Store a received inbox row due at ``at`` (then set to ``status``); its row id."""
-    payload = json.dumps(body if body is not None else {"type": event_type}).encode()
+    """Store a received inbox row due at ``at`` (then set to ``status``); its row id. Its body
+    is ``body`` as JSON, or the bytes ``raw``."""
+    if raw is None:
+        raw = json.dumps(body if body is not None else {"type": event_type}).encode()
     request = Request.build(
-        "POST", f"/myapp/webhook/{source}", {"Content-Type": "application/json"}, payload
+        "POST",
+        f"/myapp/webhook/{source}",
+        headers or {"Content-Type": "application/json"},
+        raw,
     )
     inbox_id = inbox.record(
         db,
         source=source,
-        message_id=None,
+        message_id=message_id,
         request=request,
         response=Response(200, b"{}"),
         status="received",
@@ -210,24 +218,10 @@ def test_a_claimed_message_carries_its_exact_bytes_id_and_headers(settings, db):
     add_source(db, settings, source, kind="github")
     add_source(db, settings, gone, kind="stripe")
     body = b"\xff\x00\xfe binary \xe2\x82"
-    request = Request.build(
-        "POST",
-        f"/myapp/webhook/{source}",
-        {"Content-Type": "application/octet-stream", "X-GitHub-Delivery": "d-1", "X-Extra": "ö"},
-        body,
-    )
+    headers = {"Content-Type": "application/octet-stream", "X-GitHub-Delivery": "d-1"}
+    headers["X-Extra"] = "ö"
     for name, message_id in ((source, "d-1"), (gone, None)):
-        inbox.record(
-            db,
-            source=name,
-            message_id=message_id,
-            request=request,
-            response=Response(200, b"{}"),
-            status="received",
-            event_type="push",
-            now=from_epoch(NOW - 1),
-        )
-    db.commit()
+        add_message(db, name, "push", raw=body, headers=headers, message_id=message_id, at=NOW - 1)
     db(db.hookline_source.name == gone).delete()
     db.commit()
 

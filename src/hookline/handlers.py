@@ -116,10 +116,10 @@ _CLAIM_SQLITE = f"{_LEASE} WHERE id IN ({_DUE}) RETURNING {_LEASED_COLUMNS}"
 _CLAIM_PG = f"""
 {_LEASE}
 FROM (
-    SELECT c.id, (SELECT LEAST(?, MIN(w.next_attempt_at)) FROM (
+    SELECT c.id, LEAST(?, (
         SELECT next_attempt_at FROM hookline_inbox
         WHERE status = 'received' AND next_attempt_at >= ?
-        ORDER BY next_attempt_at LIMIT 1) w) AS next_floor
+        ORDER BY next_attempt_at LIMIT 1)) AS next_floor
     FROM ({_DUE} FOR UPDATE SKIP LOCKED) c
 ) c
 WHERE hookline_inbox.id = c.id

@@ -24,7 +24,7 @@ from hookline.duefloor import DueFloor
 from hookline.errors import Conflict, HooklineError, NotFound
 from hookline.fanout import NOTIFY_CHANNEL, is_postgres
 from hookline.retry import AttemptOutcome, RetryPolicy, decide
-from hookline.sqlconn import SqlConn
+from hookline.sqlconn import SqlConn, marks
 from hookline.timeutil import from_epoch, to_epoch, utcnow
 
 __all__ = [
@@ -159,9 +159,7 @@ def claim_messages(
         else:
             rows = sql.all(_CLAIM_SQLITE, [*lease, now, start, capacity])
         names = sorted({row[2] for row in rows})
-        kinds = (
-            dict(sql.all(_KINDS.format(names=", ".join("?" * len(names))), names)) if rows else {}
-        )
+        kinds = dict(sql.all(_KINDS.format(names=marks(len(names))), names)) if rows else {}
         db.commit()
     except BaseException:
         db.rollback()

@@ -16,7 +16,7 @@ from pydal import DAL
 
 from hookline.errors import BadRequest
 from hookline.ids import new_id
-from hookline.sqlconn import SqlConn, as_sql
+from hookline.sqlconn import SqlConn, as_sql, marks
 from hookline.timeutil import isoformat, to_epoch, utcnow
 from hookline.webio import Request, Response, redacted_headers
 
@@ -135,9 +135,9 @@ def seen_message_ids(sql: SqlConn, source: str, message_ids: list[str]) -> set[s
     """Which of ``message_ids`` the inbox already holds for ``source`` (one query)."""
     if not message_ids:
         return set()
-    marks = ", ".join("?" * len(message_ids))
     rows = sql.all(
-        f"SELECT message_id FROM hookline_inbox WHERE source = ? AND message_id IN ({marks})",
+        "SELECT message_id FROM hookline_inbox WHERE source = ?"
+        f" AND message_id IN ({marks(len(message_ids))})",
         (source, *message_ids),
     )
     return {row[0] for row in rows}

@@ -19,7 +19,7 @@ from hookline.errors import Conflict, NotFound, StaleWrite, ValidationFailed
 from hookline.ids import new_id
 from hookline.order_rules import OrderChanges
 from hookline.outbox import PreparedEvent, insert_event, insert_events, prepare_event, publish
-from hookline.sqlconn import SqlConn, as_sql
+from hookline.sqlconn import SqlConn, as_sql, marks
 from hookline.timeutil import isoformat, utcnow
 
 __all__ = [
@@ -157,8 +157,10 @@ def existing_order_ids(sql: SqlConn, order_ids: list[str]) -> set[str]:
     """Which of ``order_ids`` name stored orders (one query)."""
     if not order_ids:
         return set()
-    marks = ", ".join("?" * len(order_ids))
-    rows = sql.all(f"SELECT order_id FROM hookline_order WHERE order_id IN ({marks})", order_ids)
+    rows = sql.all(
+        f"SELECT order_id FROM hookline_order WHERE order_id IN ({marks(len(order_ids))})",
+        order_ids,
+    )
     return {row[0] for row in rows}
 
 

@@ -21,9 +21,14 @@ from pydal import DAL
 
 from hookline.timeutil import sql_datetime
 
-__all__ = ["SqlConn", "as_sql"]
+__all__ = ["SqlConn", "as_sql", "marks"]
 
 T = TypeVar("T")
+
+
+def marks(count: int) -> str:
+    """``count`` comma-separated ``?`` placeholders, for ``IN (...)`` and ``VALUES (...)``."""
+    return ", ".join("?" * count)
 
 
 class SqlConn:
@@ -97,7 +102,7 @@ class SqlConn:
         if not rows:
             return []
         width = len(rows[0])
-        group = "(" + ", ".join("?" * width) + ")"
+        group = f"({marks(width)})"
         per_statement = max(1, self._max_variables() // width)
         returned: list[tuple] = []
         for start in range(0, len(rows), per_statement):

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from hookline.sqlconn import SqlConn
+from hookline.sqlconn import SqlConn, marks
 
 HEAD = "INSERT INTO hookline_event (event_id, type, payload, created_at)"
 NOW = dt.datetime(2026, 3, 1, 12, 0, 0)
@@ -35,6 +35,11 @@ class _Counting:
                 return cursor.fetchall()
 
         return Cursor()
+
+
+@pytest.mark.parametrize(("count", "expected"), [(1, "?"), (2, "?, ?"), (4, "?, ?, ?, ?")])
+def test_marks_gives_one_placeholder_per_value(count: int, expected: str) -> None:
+    assert marks(count) == expected
 
 
 @pytest.mark.parametrize(("variables", "rows"), [(4, 1), (4, 3), (10, 7), (1000, 250)])

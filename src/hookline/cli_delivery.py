@@ -1,4 +1,5 @@
-"""CLI commands for delivery: ``hookline endpoints ...``, ``deliveries ...``, ``events replay``."""
+"""CLI commands for delivery: ``hookline endpoints ...``, ``deliveries ...``, ``attempts list``,
+``events replay``."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from hookline.database import connect, migrate
 from hookline.endpoint_rules import parse_endpoint
 from hookline.errors import ConfigError, HooklineError, RequestRefused
 from hookline.netguard import NetworkPolicy
+from hookline.schema import ATTEMPT_OUTCOMES, DELIVERY_STATUSES
 from hookline.secretbox import SecretBox, load_secret_box
+from hookline.timeutil import parse_time
 from hookline.verifiers import SOURCE_KINDS
 
 __all__ = ["register", "register_inbox", "register_sources"]
@@ -52,6 +55,14 @@ def _session() -> Iterator[tuple[Any, SecretBox, NetworkPolicy]]:
         raise click.ClickException(str(error)) from None
     finally:
         db.close()
+
+
+def _time_option(text: str, name: str) -> dt.datetime:
+    """An ISO-8601 option value as naive UTC; a usage error otherwise."""
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise click.BadParameter("an ISO-8601 time", param_hint=name) from None
 
 
 def _discard_left_behind(db: Any, endpoint_row: int) -> None:
@@ -229,12 +240,7 @@ def register(cli: click.Group) -> None:
     @click.option("--since", required=True, help="ISO-8601 time, e.g. 2026-11-01T00:00:00")
     def recover(endpoint_id: str, since: str) -> None:
         """Retry every failed delivery of an endpoint since a time."""
-        try:
-            start = dt.datetime.fromisoformat(since.replace("Z", "+00:00"))
-        except ValueError:
-            raise click.BadParameter("an ISO-8601 time", param_hint="--since") from None
-        if start.tzinfo is not None:
-            start = start.astimezone(dt.UTC).replace(tzinfo=None)
+        start = _time_option(since, "--since")
         with _session() as (db, _box, _network), Progress(console=console) as progress:
             task = progress.add_task("recovering", total=None)
             count = operations.recover_endpoint(
@@ -252,7 +258,7 @@ def register(cli: click.Group) -> None:
     @deliveries_group.command("list")
     @click.option("--endpoint", "endpoint_id")
     @click.option("--event", "event_id")
-    @click.option("--status")
+    @click.option("--status", type=click.Choice(list(DELIVERY_STATUSES)))
     @click.option("--limit", type=click.IntRange(1, operations.MAX_PAGE), default=50)
     @click.option("--json", "as_json", is_flag=True)
     def list_deliveries(
@@ -295,6 +301,62 @@ def register(cli: click.Group) -> None:
         with _session() as (db, _box, _network):
             view = operations.retry_delivery(db, delivery_id)
         click.echo(f"{view['delivery_id']} is pending again")
+
+    @cli.group("attempts")
+    def attempts_group() -> None:
+        """Inspect delivery attempts."""
+
+    @attempts_group.command("list")
+    @click.option("--endpoint", "endpoint_id")
+    @click.option("--delivery", "delivery_id")
+    @click.option("--event", "event_id")
+    @click.option("--outcome", type=click.Choice(list(ATTEMPT_OUTCOMES)))
+    @click.option("--since", help="Attempts started at or after this ISO-8601 time.")
+    @click.option("--until", help="Attempts started before this ISO-8601 time.")
+    @click.option("--limit", type=click.IntRange(1, operations.MAX_PAGE), default=50)
+    @click.option("--json", "as_json", is_flag=True)
+    def list_attempts(
+        endpoint_id: str | None,
+        delivery_id: str | None,
+        event_id: str | None,
+        outcome: str | None,
+        since: str | None,
+        until: str | None,
+        limit: int,
+        as_json: bool,
+    ) -> None:
+        """List delivery attempts, newest first."""
+        start = _time_option(since, "--since") if since is not None else None
+        end = _time_option(until, "--until") if until is not None else None
+        with _session() as (db, _box, _network):
+            page = operations.list_attempts(
+                db,
+                endpoint_id=endpoint_id,
+                delivery_id=delivery_id,
+                event_id=event_id,
+                outcome=outcome,
+                since=start,
+                until=end,
+                limit=limit,
+            )
+        if as_json:
+            _print_json(page["data"])
+            return
+        table = Table("started", "delivery id", "endpoint", "#", "outcome", "status", "ms", "error")
+        for column in table.columns:
+            column.overflow = "fold"
+        for row in page["data"]:
+            table.add_row(
+                row["started_at"],
+                row["delivery_id"],
+                row["endpoint_id"],
+                str(row["number"]),
+                row["outcome"],
+                str(row["status_code"] or ""),
+                f"{row['duration_ms']:.0f}" if row["duration_ms"] is not None else "",
+                (row["error"] or "")[:60],
+            )
+        console.print(table)
 
     @cli.group("events")
     def events_group() -> None:

@@ -16,15 +16,25 @@ from hookline import endpoints, operations
 from hookline.endpoint_rules import parse_endpoint
 from hookline.errors import ValidationFailed
 from hookline.netguard import NetworkPolicy
-from hookline.schema import DELIVERY_STATUSES
+from hookline.schema import ATTEMPT_OUTCOMES, DELIVERY_STATUSES
 from hookline.secretbox import SecretBox
-from hookline.webio import Request, Response, json_object, json_response, query_int, query_one
+from hookline.timeutil import parse_time
+from hookline.webio import (
+    Request,
+    Response,
+    json_object,
+    json_response,
+    query_int,
+    query_one,
+    query_time,
+)
 
 __all__ = [
     "ApiContext",
     "create_endpoint",
     "delete_endpoint",
     "get_delivery",
+    "list_attempts",
     "list_deliveries",
     "list_endpoints",
     "ping",
@@ -118,13 +128,13 @@ def recover(db: DAL, request: Request, ctx: ApiContext, endpoint_id: str) -> Res
     """``POST /api/endpoints/<id>/recover`` with ``{"since": ISO-8601}``."""
     since_text = _body(request, ctx).get("since")
     try:
-        since = dt.datetime.fromisoformat(str(since_text).replace("Z", "+00:00"))
+        since = parse_time(since_text) if isinstance(since_text, str) else None
     except ValueError:
+        since = None
+    if since is None:
         raise ValidationFailed(
             "invalid since", errors={"since": "an ISO-8601 time such as 2026-11-01T00:00:00Z"}
-        ) from None
-    if since.tzinfo is not None:
-        since = since.astimezone(dt.UTC).replace(tzinfo=None)
+        )
     count = operations.recover_endpoint(db, endpoint_id, since)
     return json_response(200, {"endpoint_id": endpoint_id, "recovered": count})
 
@@ -141,6 +151,28 @@ def list_deliveries(db: DAL, request: Request, ctx: ApiContext) -> Response:
         endpoint_id=query_one(request, "endpoint_id"),
         event_id=query_one(request, "event_id"),
         status=status,
+        limit=query_int(request, "limit", 1, operations.MAX_PAGE) or 50,
+        cursor=query_int(request, "cursor", 1, 2**62),
+    )
+    return json_response(200, page)
+
+
+def list_attempts(db: DAL, request: Request, ctx: ApiContext) -> Response:
+    """``GET /api/attempts?endpoint_id=&delivery_id=&event_id=&outcome=&since=&until=&limit=
+    &cursor=``, newest first; ``since``/``until`` bound the attempt's start (ISO-8601)."""
+    outcome = query_one(request, "outcome")
+    if outcome is not None and outcome not in ATTEMPT_OUTCOMES:
+        raise ValidationFailed(
+            "unknown outcome", errors={"outcome": f"one of {', '.join(ATTEMPT_OUTCOMES)}"}
+        )
+    page = operations.list_attempts(
+        db,
+        endpoint_id=query_one(request, "endpoint_id"),
+        delivery_id=query_one(request, "delivery_id"),
+        event_id=query_one(request, "event_id"),
+        outcome=outcome,
+        since=query_time(request, "since"),
+        until=query_time(request, "until"),
         limit=query_int(request, "limit", 1, operations.MAX_PAGE) or 50,
         cursor=query_int(request, "cursor", 1, 2**62),
     )

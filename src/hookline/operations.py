@@ -22,6 +22,7 @@ from hookline.timeutil import from_epoch, isoformat, to_epoch, utcnow
 __all__ = [
     "delivery_to_dict",
     "get_delivery",
+    "list_attempts",
     "list_deliveries",
     "purge",
     "recover_endpoint",
@@ -119,6 +120,13 @@ def _find(db: DAL, delivery_id: str) -> Any:
     return row
 
 
+def _find_event(db: DAL, event_id: str) -> Any:
+    row = db(db.hookline_event.event_id == event_id).select(limitby=(0, 1)).first()
+    if row is None:
+        raise NotFound(f"no event {event_id!r}")
+    return row
+
+
 def get_delivery(db: DAL, delivery_id: str) -> dict[str, Any]:
     """A delivery with every attempt, oldest first; raise ``NotFound``."""
     row = _find(db, delivery_id)
@@ -143,10 +151,7 @@ def list_deliveries(
     if endpoint_id is not None:
         query &= d.endpoint == endpoints.find_endpoint(db, endpoint_id).id
     if event_id is not None:
-        event = db(db.hookline_event.event_id == event_id).select(limitby=(0, 1)).first()
-        if event is None:
-            raise NotFound(f"no event {event_id!r}")
-        query &= d.event == event.id
+        query &= d.event == _find_event(db, event_id).id
     if status is not None:
         query &= _status_query(db, status)
     if cursor is not None:
@@ -160,6 +165,69 @@ def list_deliveries(
         "data": data,
         "has_more": len(ids) > limit,
         "next_cursor": str(page[-1]) if len(ids) > limit else None,
+    }
+
+
+def list_attempts(
+    db: DAL,
+    *,
+    endpoint_id: str | None = None,
+    delivery_id: str | None = None,
+    event_id: str | None = None,
+    outcome: str | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    limit: int = 50,
+    cursor: int | None = None,
+) -> dict[str, Any]:
+    """A page of attempts, newest first, filtered by endpoint, delivery, event, outcome and
+    start time (``since`` inclusive, ``until`` exclusive, naive UTC); ``NotFound`` for an
+    endpoint, delivery or event that does not exist. ``next_cursor`` continues the listing."""
+    a, d = db.hookline_attempt, db.hookline_delivery
+    ev, ep = db.hookline_event, db.hookline_endpoint
+    query = (a.delivery == d.id) & (d.event == ev.id) & (d.endpoint == ep.id)
+    if endpoint_id is not None:
+        query &= d.endpoint == endpoints.find_endpoint(db, endpoint_id).id
+    if delivery_id is not None:
+        query &= a.delivery == _find(db, delivery_id).id
+    if event_id is not None:
+        query &= d.event == _find_event(db, event_id).id
+    if outcome is not None:
+        query &= a.outcome == outcome
+    if since is not None:
+        query &= a.started_at >= since
+    if until is not None:
+        query &= a.started_at < until
+    if cursor is not None:
+        query &= a.id < cursor
+    limit = max(1, min(limit, MAX_PAGE))
+    rows = db(query).select(
+        a.ALL,
+        d.delivery_id,
+        ev.event_id,
+        ev.type,
+        ep.endpoint_id,
+        orderby=~a.id,
+        limitby=(0, limit + 1),
+    )
+    page = rows[:limit]
+    data = [
+        {
+            "object": "attempt",
+            "delivery_id": r.hookline_delivery.delivery_id,
+            "endpoint_id": r.hookline_endpoint.endpoint_id,
+            "event_id": r.hookline_event.event_id,
+            "event_type": r.hookline_event.type,
+            **_attempt_to_dict(r.hookline_attempt),
+        }
+        for r in page
+    ]
+    more = len(rows) > limit
+    return {
+        "object": "list",
+        "data": data,
+        "has_more": more,
+        "next_cursor": str(page[-1].hookline_attempt.id) if more else None,
     }
 
 
@@ -228,9 +296,7 @@ def replay_event(
     Receivers see the same ``webhook-id`` (the event id), so a replay is idempotent for them.
     """
     now = now or utcnow()
-    event = db(db.hookline_event.event_id == event_id).select(limitby=(0, 1)).first()
-    if event is None:
-        raise NotFound(f"no event {event_id!r}")
+    event = _find_event(db, event_id)
     if endpoint_id is not None:
         endpoint = endpoints.find_endpoint(db, endpoint_id)
         if not endpoint.enabled:

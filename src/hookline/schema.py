@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from pydal import DAL, Field
 
-__all__ = ["DELIVERY_STATUSES", "ORDER_STATUSES", "define_tables", "ensure_indexes"]
+__all__ = [
+    "ATTEMPT_OUTCOMES",
+    "DELIVERY_STATUSES",
+    "ORDER_STATUSES",
+    "define_tables",
+    "ensure_indexes",
+]
 
 ORDER_STATUSES = ("pending", "paid", "shipped", "cancelled")
 
@@ -63,6 +69,8 @@ _RETIRED_INDEXES = (
 #: Delivery states (DESIGN §5). ``sending`` is not stored: it is a ``pending`` delivery with a
 #: row in ``hookline_lease``.
 DELIVERY_STATUSES = ("pending", "sending", "succeeded", "failed", "discarded")
+#: What each attempt led to (``retry.Decision.action``): done, another attempt planned, or given up.
+ATTEMPT_OUTCOMES = ("succeeded", "retry", "failed")
 
 
 def define_tables(db: DAL, *, migrate: bool = False) -> DAL:

@@ -14,7 +14,15 @@ from pydal import DAL
 from hookline import handlers, inbox, sources
 from hookline.delivery_api import ApiContext
 from hookline.errors import NotFound, ValidationFailed
-from hookline.webio import Request, Response, json_object, json_response, query_int, query_one
+from hookline.webio import (
+    Request,
+    Response,
+    json_object,
+    json_response,
+    query_int,
+    query_one,
+    query_time,
+)
 
 __all__ = [
     "create_source",
@@ -80,17 +88,6 @@ def delete_source(db: DAL, request: Request, ctx: ApiContext, name: str) -> Resp
     return json_response(200, {"object": "source", "name": name, "deleted": True})
 
 
-def _time_param(request: Request, name: str) -> dt.datetime | None:
-    raw = query_one(request, name)
-    if raw is None:
-        return None
-    try:
-        when = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValidationFailed("bad time", errors={name: "an ISO-8601 time"}) from None
-    return when.astimezone(dt.UTC).replace(tzinfo=None) if when.tzinfo is not None else when
-
-
 def list_inbox(db: DAL, request: Request, ctx: ApiContext) -> Response:
     """``GET /api/inbox?source=&status=&type=&since=&until=&limit=&cursor=``, newest first."""
     status = query_one(request, "status")
@@ -101,8 +98,8 @@ def list_inbox(db: DAL, request: Request, ctx: ApiContext) -> Response:
         source=query_one(request, "source"),
         status=status,
         event_type=query_one(request, "type"),
-        since=_time_param(request, "since"),
-        until=_time_param(request, "until"),
+        since=query_time(request, "since"),
+        until=query_time(request, "until"),
         limit=query_int(request, "limit", 1, inbox.MAX_PAGE) or 50,
         cursor=query_int(request, "cursor", 1, 2**62),
     )

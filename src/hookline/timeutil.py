@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 
-__all__ = ["from_epoch", "isoformat", "sql_datetime", "to_epoch", "utcnow"]
+__all__ = ["from_epoch", "isoformat", "parse_time", "sql_datetime", "to_epoch", "utcnow"]
 
 
 def utcnow() -> dt.datetime:
@@ -28,6 +28,13 @@ def isoformat(value: dt.datetime | None) -> str | None:
 @functools.lru_cache(maxsize=64)
 def _isoformat_naive(value: dt.datetime) -> str:
     return value.isoformat(timespec="milliseconds") + "Z"
+
+
+def parse_time(text: str) -> dt.datetime:
+    """An ISO-8601 time (``Z`` or an offset allowed; none means UTC) as a naive UTC datetime;
+    ``ValueError`` if it is not one."""
+    value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo is not None else value
 
 
 def to_epoch(value: dt.datetime) -> float:

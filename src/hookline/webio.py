@@ -7,6 +7,7 @@ strictness) lives here once and is tested without a server.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import urllib.parse
@@ -27,6 +28,7 @@ from hookline.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from hookline.timeutil import parse_time
 
 __all__ = [
     "FORM_TYPES",
@@ -44,6 +46,7 @@ __all__ = [
     "parse_json",
     "query_int",
     "query_one",
+    "query_time",
     "redacted_headers",
     "run",
     "text_response",
@@ -368,6 +371,19 @@ def query_int(request: Request, name: str, low: int, high: int) -> int | None:
             errors={name: f"must be a whole number from {low} to {high}"},
         )
     return int(raw)
+
+
+def query_time(request: Request, name: str) -> dt.datetime | None:
+    """Query parameter ``name`` as an ISO-8601 time (naive UTC); 422 otherwise."""
+    raw = query_one(request, name)
+    if raw is None:
+        return None
+    try:
+        return parse_time(raw)
+    except ValueError:
+        raise ValidationFailed(
+            f"{name} must be an ISO-8601 time", errors={name: "an ISO-8601 time"}
+        ) from None
 
 
 def run(

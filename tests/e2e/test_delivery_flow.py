@@ -197,6 +197,27 @@ def test_failing_twice_then_success_follows_the_endpoint_schedule(api, sink):
     assert json.loads(log[0]["response_body"]) == {"status": 500}
     assert shown["last_status_code"] == 200
 
+    attempts = api.get(f"/myapp/api/attempts?endpoint_id={endpoint['endpoint_id']}")["data"]
+    assert [(a["number"], a["outcome"], a["status_code"]) for a in attempts] == [
+        (3, "succeeded", 200),
+        (2, "retry", 500),
+        (1, "retry", 500),
+    ]
+    assert {a["delivery_id"] for a in attempts} == {delivery["delivery_id"]}
+    since = attempts[1]["started_at"]
+    recent = api.get(f"/myapp/api/attempts?delivery_id={delivery['delivery_id']}&since={since}")
+    assert [a["number"] for a in recent["data"]] == [3, 2]
+
+
+def test_attempts_api_needs_a_key_and_refuses_bad_filters(hook, auth):
+    assert hook.request("GET", "/myapp/api/attempts", headers=JSON).status == 401
+    for query in ("outcome=maybe", "since=yesterday", "limit=0", "until=2026-13-01"):
+        answer = hook.request("GET", f"/myapp/api/attempts?{query}", headers=auth)
+        assert answer.status == 422, (query, answer.body)
+        assert query.split("=")[0] in answer.json()["errors"]
+    answer = hook.request("GET", "/myapp/api/attempts?endpoint_id=ep_missing", headers=auth)
+    assert answer.status == 404, answer.body
+
 
 def test_410_gone_disables_the_endpoint(api, sink):
     gone, witness = _name("gone"), _name("witness")

@@ -23,7 +23,7 @@ from hookline.errors import Conflict, NotFound, ValidationFailed
 from hookline.netguard import NetworkPolicy
 from hookline.queue import SendResult
 from hookline.retry import RetryPolicy
-from hookline.timeutil import to_epoch, utcnow
+from hookline.timeutil import from_epoch, isoformat, to_epoch, utcnow
 
 NETWORK = NetworkPolicy.from_settings("127.0.0.0/8")
 STRICT = NetworkPolicy()  # the default: no private or loopback targets
@@ -344,9 +344,14 @@ def test_an_endpoint_is_enabled_again_only_once_nothing_is_left_to_discard(
     assert _statuses(db, endpoint_row) == {"discarded": 5, "pending": 1}
 
 
+def _registered():
+    register(cli)  # what the console script's main() adds: the endpoint commands
+    return cli
+
+
 def _cli(settings, *args: str):
     """Run ``hookline ARGS`` in this process (so that monkeypatches hold) on the test database."""
-    register(cli)  # what the console script's main() adds: the endpoint commands
+    _registered()
     env = {
         "HOOKLINE_DATA_DIR": str(settings.data_dir),
         "HOOKLINE_DATABASE_URL": settings.database_url,
@@ -638,6 +643,89 @@ def test_list_deliveries_filters_and_pages(db, box, t0):
         operations.list_deliveries(db, endpoint_id="ep_missing")
     with pytest.raises(NotFound):
         operations.list_deliveries(db, event_id="evt_missing")
+
+
+def test_list_attempts_filters_by_endpoint_delivery_event_outcome_and_time(db, box, t0):
+    a, _ = create(db, box, retry_schedule="0,0")
+    b, _ = create(db, box, retry_schedule="0,0", event_types=["order.paid"])
+    ping = outbox.publish(db, "ping", {}, now=t0)
+    paid = outbox.publish(db, "order.paid", {}, now=t0)
+    db.commit()
+    at = to_epoch(t0) + 1
+    first = send_once(db, at, 503)  # a: ping, a: order.paid, b: order.paid
+    send_once(db, at + 60, 200)
+    assert len(first) == 3
+
+    everything = operations.list_attempts(db, limit=100)["data"]
+    assert len(everything) == 6
+    assert [x["number"] for x in everything] == [2, 2, 2, 1, 1, 1]  # newest first
+    assert {x["outcome"] for x in everything[:3]} == {"succeeded"}
+    assert {(x["outcome"], x["status_code"]) for x in everything[3:]} == {("retry", 503)}
+    assert everything[-1]["response_body"] == "body 503"
+    assert everything[-1]["started_at"] == isoformat(from_epoch(at))
+
+    only_b = operations.list_attempts(db, endpoint_id=b["endpoint_id"])["data"]
+    assert [(x["endpoint_id"], x["event_id"], x["number"]) for x in only_b] == [
+        (b["endpoint_id"], paid, 2),
+        (b["endpoint_id"], paid, 1),
+    ]
+    of_ping = operations.list_attempts(db, event_id=ping)["data"]
+    assert {(x["endpoint_id"], x["event_type"]) for x in of_ping} == {(a["endpoint_id"], "ping")}
+    one = operations.list_attempts(db, delivery_id=first[0])["data"]
+    assert [x["delivery_id"] for x in one] == [first[0], first[0]]
+    retried = operations.list_attempts(db, outcome="retry", endpoint_id=a["endpoint_id"])["data"]
+    assert len(retried) == 2 and {x["number"] for x in retried} == {1}
+    assert operations.list_attempts(db, outcome="failed")["data"] == []
+
+    later = from_epoch(at + 30)
+    assert {x["number"] for x in operations.list_attempts(db, since=later)["data"]} == {2}
+    assert {x["number"] for x in operations.list_attempts(db, until=later)["data"]} == {1}
+    exact = operations.list_attempts(db, since=from_epoch(at), until=from_epoch(at + 1))
+    assert len(exact["data"]) == 3  # since is inclusive, until exclusive
+
+    seen: list[tuple[str, int]] = []
+    cursor = None
+    for _ in range(10):
+        page = operations.list_attempts(db, limit=4, cursor=cursor)
+        seen += [(x["delivery_id"], x["number"]) for x in page["data"]]
+        if not page["has_more"]:
+            assert page["next_cursor"] is None
+            break
+        cursor = int(page["next_cursor"])
+    assert seen == [(x["delivery_id"], x["number"]) for x in everything]
+    for missing in ({"endpoint_id": "ep_x"}, {"delivery_id": "dlv_x"}, {"event_id": "evt_x"}):
+        with pytest.raises(NotFound):
+            operations.list_attempts(db, **missing)
+
+
+def test_the_cli_lists_attempts_with_filters_and_refuses_bad_values(settings, db, box, t0):
+    create(db, box, retry_schedule="0,0")
+    outbox.publish(db, "ping", {}, now=t0)
+    db.commit()
+    at = to_epoch(t0) + 1
+    [delivery_id] = send_once(db, at, 503)
+    send_once(db, at + 60, 200)
+
+    answer = _cli(settings, "attempts", "list", "--delivery", delivery_id, "--json")
+    assert answer.exit_code == 0, answer.output
+    listed = json.loads(answer.output)
+    assert [(x["number"], x["outcome"], x["status_code"]) for x in listed] == [
+        (2, "succeeded", 200),
+        (1, "retry", 503),
+    ]
+    since = isoformat(from_epoch(at + 30))
+    answer = _cli(settings, "attempts", "list", "--since", since, "--json")
+    assert [x["number"] for x in json.loads(answer.output)] == [2]
+    answer = _cli(settings, "attempts", "list", "--outcome", "retry")  # the table
+    assert answer.exit_code == 0, answer.output
+    assert "503" in answer.output and "succeeded" not in answer.output
+
+    for bad in (["--outcome", "maybe"], ["--since", "yesterday"], ["--limit", "0"]):
+        answer = CliRunner().invoke(_registered(), ["attempts", "list", *bad])
+        assert answer.exit_code == 2, (bad, answer.output)
+        assert "Traceback" not in answer.output
+    answer = _cli(settings, "attempts", "list", "--endpoint", "ep_missing")
+    assert answer.exit_code == 1 and "ep_missing" in answer.output
 
 
 def test_get_delivery_has_its_attempt_log(db, box, t0):

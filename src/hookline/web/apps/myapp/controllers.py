@@ -176,6 +176,13 @@ def post_api_delivery_retry(delivery_id: str) -> bytes:
     return call(delivery_api.retry_delivery, db, _LIMIT, api_context, delivery_id)
 
 
+@action("api/attempts", method=["GET"])
+@action.uses(db, api_key)
+def get_api_attempts() -> bytes:
+    """List delivery attempts."""
+    return call(delivery_api.list_attempts, db, _LIMIT, api_context)
+
+
 @action("api/events/<event_id>/replay", method=["POST"])
 @action.uses(db, api_key)
 def post_api_event_replay(event_id: str) -> bytes:

@@ -186,6 +186,26 @@ def test_sigterm_lets_in_flight_attempts_finish(api, sink, workers):
     assert _stats(workers.output(worker)) == (3, 3, 3, 0)
 
 
+def test_a_second_sigterm_exits_at_once_and_the_leases_bring_the_attempts_back(api, sink, workers):
+    sink.behave("stuck", delay=4 * SLOW_S)
+    endpoint = api.create(sink.url("stuck"), retry_schedule="0,1s")
+    api.create_order(product_name="stuck")
+    worker = workers.start()
+    [in_flight] = sink.wait_for("stuck", 1, timeout=15)
+
+    worker.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert worker.poll() is None, "the first SIGTERM must wait for the attempt in flight"
+    asked_at = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=5) == 1, workers.output(worker)
+    assert time.monotonic() - asked_at < 2.0
+    assert in_flight.completed is None  # it did not wait for the sink
+
+    [row] = api.deliveries(endpoint_id=endpoint["endpoint_id"])
+    assert (row["status"], row["attempts"]) == ("sending", 0)  # still leased: nothing lost
+
+
 def test_concurrent_workers_send_each_delivery_exactly_once(hook, api, auth, sink, workers):
     """Three workers compete for a backlog and for events arriving while they run
     (claims take turns: an advisory lock on PostgreSQL, the write lock on SQLite)."""

@@ -8,6 +8,7 @@ what the worker records (retries, ``Retry-After``, stats). Every run is ``burst`
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -17,6 +18,7 @@ import standardwebhooks
 
 from delivery_rows import seen_deliveries
 from hookline import discard, endpoints, outbox, queue, signing
+from hookline import worker as worker_module
 from hookline.endpoint_rules import parse_endpoint
 from hookline.netguard import NetworkPolicy
 from hookline.secretbox import load_secret_box
@@ -473,3 +475,104 @@ def test_a_stopping_worker_exits_although_the_database_is_gone(settings, db, box
     stats = asyncio.run(main())
 
     assert stats.recorded == 0
+
+
+def test_a_publish_wakes_an_idle_worker_long_before_its_poll(settings, db, box, monkeypatch):
+    """The worker learns of a commit from NOTIFY (PostgreSQL) or its WAL watcher (SQLite), not
+    from the fallback poll, here made 30 s long."""
+    monkeypatch.setattr(worker_module, "POLL_INTERVAL_S", 30.0)
+    make_endpoint(db, box)
+    db.commit()
+    transport = RecordingTransport()
+
+    async def main() -> float:
+        worker = Worker(settings, transport=transport)
+        task = asyncio.create_task(worker.run())
+        await asyncio.sleep(0.5)  # listening, and idle
+        assert transport.requests == []
+        outbox.publish(db, "ping", {"n": 1})
+        db.commit()
+        published = time.monotonic()
+        await _until(lambda: len(transport.requests) == 1, 5)
+        waited = time.monotonic() - published
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+        return waited
+
+    assert asyncio.run(main()) < 1.0
+
+
+def test_a_refused_target_is_recorded_as_a_failed_attempt_with_the_reason(settings, db, box):
+    """The worker's own transport (no transport injected) refuses loopback unless
+    ``HOOKLINE_ALLOW_NETWORKS`` allows it; the refusal is an attempt like any failure."""
+    make_endpoint(db, box, url="http://127.0.0.1:9/hook", retry_schedule="0,1h")
+    outbox.publish(db, "ping", {})
+    db.commit()
+    strict = dataclasses.replace(settings, allow_networks="", https_only=False)
+
+    async def main() -> WorkerStats:
+        return await asyncio.wait_for(Worker(strict, burst=True).run(), RUN_TIMEOUT_S)
+
+    stats = asyncio.run(main())
+
+    assert (stats.claimed, stats.recorded, stats.succeeded) == (1, 1, 0)
+    db.commit()
+    [attempt] = db(db.hookline_attempt).select()
+    assert attempt.status_code is None and attempt.outcome == "retry"
+    assert attempt.error.startswith("blocked: ") and "loopback" in attempt.error
+    [row] = deliveries(db)
+    assert row.status == "pending" and row.last_error == attempt.error
+
+
+def test_each_endpoints_timeouts_reach_its_requests(settings, db, box):
+    plain, _ = make_endpoint(db, box, url="http://127.0.0.1:9/plain")
+    make_endpoint(db, box, url="http://127.0.0.1:9/tight", timeout_s=3, connect_timeout_s=0.5)
+    outbox.publish(db, "ping", {})
+    db.commit()
+    transport = RecordingTransport()
+
+    run(settings, transport)
+
+    timeouts = {r.url: (r.connect_timeout, r.total_timeout) for r in transport.requests}
+    assert timeouts == {
+        plain["url"]: (5.0, 15.0),  # the defaults: 5 s to connect, 15 s in all
+        "http://127.0.0.1:9/tight": (0.5, 3.0),
+    }
+
+
+def test_a_running_worker_purges_what_is_older_than_the_retention(settings, db, box, monkeypatch):
+    monkeypatch.setattr(worker_module, "FIRST_PURGE_AFTER_S", 0.0)
+    now = utcnow()
+    ages = {"old": 40, "kept": 20}  # days; the retention is 30
+    events = {
+        name: outbox.publish(db, "ping", {}, now=now - dt.timedelta(days=days))
+        for name, days in ages.items()
+    }
+    for name, days in ages.items():
+        db.hookline_inbox.insert(
+            inbox_id=f"inb_{name}",
+            source="s",
+            message_id=name,
+            method="POST",
+            headers="{}",
+            status="processed",
+            received_at=now - dt.timedelta(days=days),
+        )
+    db.commit()
+    settings = dataclasses.replace(settings, retention_days=30)
+
+    def left() -> tuple[set[str], set[str]]:
+        db.commit()  # a fresh snapshot
+        return (
+            {r.event_id for r in db(db.hookline_event).select()},
+            {r.inbox_id for r in db(db.hookline_inbox).select()},
+        )
+
+    async def main() -> None:
+        worker = Worker(settings, transport=RecordingTransport())
+        task = asyncio.create_task(worker.run())
+        await _until(lambda: left() == ({events["kept"]}, {"inb_kept"}), 10)
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(main())

@@ -31,6 +31,7 @@ __all__ = ["main"]
 
 console = Console(highlight=False)
 PR_SET_PDEATHSIG = 1  # prctl(2)
+_MAX_AGE_DAYS = 36_500  # a purge age beyond a century is a typo (and beyond year 1 an error)
 
 
 def _settings() -> Settings:
@@ -182,10 +183,12 @@ def purge_command(older_than: str) -> None:
     match = re.fullmatch(r"\s*(\d{1,6})\s*([smhd])\s*", older_than)
     if match is None:
         raise click.BadParameter("an age such as 30d, 12h or 90m", param_hint="--older-than")
-    unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+    seconds = int(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+    if seconds > _MAX_AGE_DAYS * 86400:
+        raise click.BadParameter(f"at most {_MAX_AGE_DAYS}d", param_hint="--older-than")
     db = _db()
     try:
-        counts = purge(db, dt.timedelta(seconds=int(match[1]) * unit))
+        counts = purge(db, dt.timedelta(seconds=seconds))
     finally:
         db.close()
     click.echo("purged " + ", ".join(f"{n} {what}" for what, n in counts.items()))

@@ -38,6 +38,11 @@ RESERVED_HEADERS = frozenset(
 )
 _HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 _MAX_HEADERS = 20
+# RFC 9110 field values: visible characters, spaces and tabs; no other control character.
+_HEADER_VALUE_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Free text (a description) may break lines; NUL and the other controls are refused (PostgreSQL
+# cannot store NUL in text at all).
+_TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _FIELDS = {
     "url",
     "description",
@@ -133,7 +138,7 @@ def _headers(raw: Any, errors: dict[str, str]) -> dict[str, str] | None:
             errors["headers"] = f"{name!r} is not a valid header name"
         elif name.lower() in RESERVED_HEADERS:
             errors["headers"] = f"{name} is set by hookline and cannot be overridden"
-        elif not isinstance(value, str) or len(value) > 1024 or re.search(r"[\r\n\x00]", value):
+        elif not isinstance(value, str) or len(value) > 1024 or _HEADER_VALUE_CONTROL.search(value):
             errors["headers"] = f"the value of {name} must be a single-line string (<= 1024)"
         else:
             result[name] = value
@@ -164,6 +169,8 @@ def parse_endpoint(
         text = data["description"]
         if not isinstance(text, str) or len(text) > 512:
             errors["description"] = "must be a string of at most 512 characters"
+        elif _TEXT_CONTROL.search(text):
+            errors["description"] = "must not contain control characters other than line breaks"
         else:
             values["description"] = text.strip()
     if data.get("event_types") is not None:

@@ -233,6 +233,8 @@ def check_url(url: str, policy: NetworkPolicy) -> None:
     try:
         parsed = yarl.URL(url)
         port = parsed.explicit_port
+        # yarl decodes an IDNA host only when asked, and refuses a bad one then.
+        host, raw_host = parsed.host, parsed.raw_host
     except (ValueError, TypeError) as error:
         raise BlockedTarget(f"not a valid URL ({error})") from None
     scheme = parsed.scheme.lower()
@@ -243,8 +245,6 @@ def check_url(url: str, policy: NetworkPolicy) -> None:
         raise BlockedTarget("only https:// URLs are allowed")
     if parsed.user is not None or parsed.password is not None:
         raise BlockedTarget("credentials in the URL (user:password@) are not allowed")
-    host = parsed.host
-    raw_host = parsed.raw_host
     if not host or not raw_host:
         raise BlockedTarget("the URL has no host")
     if port is not None and not 1 <= port <= 65535:

@@ -344,7 +344,10 @@ def purge(db: DAL, older_than: dt.timedelta, *, now: dt.datetime | None = None) 
     """Delete attempts, finished deliveries, events without unfinished deliveries and inbox rows
     older than ``older_than``, in batches (each committed). Returns the counts per table."""
     now = now or utcnow()
-    cutoff = now - older_than
+    try:
+        cutoff = now - older_than
+    except OverflowError:  # older than the calendar: nothing is
+        cutoff = dt.datetime.min
     d, a, ev, inbox = (
         db.hookline_delivery,
         db.hookline_attempt,

@@ -301,9 +301,14 @@ def start_grouped(
         return text_response(400, "Invalid request")
     try:
         check_headers(request)
-        message_id = inbox.message_id_of(request)
     except RequestRefused as error:
         return error_response(error)
+    try:
+        message_id = inbox.message_id_of(request)
+    except ClientError as unusable:
+        # Answered like a body that does not parse: only once the request is admitted, so that
+        # a signed orders source refuses a bad signature (401) before anything else.
+        return GroupedOrder(request, None, unusable, max_body_bytes, now or utcnow())
     return GroupedOrder(request, message_id, _parse(request), max_body_bytes, now or utcnow())
 
 

@@ -34,7 +34,10 @@ def parse_time(text: str) -> dt.datetime:
     """An ISO-8601 time (``Z`` or an offset allowed; none means UTC) as a naive UTC datetime;
     ``ValueError`` if it is not one."""
     value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo is not None else value
+    try:
+        return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
+    except OverflowError:  # 0001-01-01T00:00+01:00: no such time in UTC
+        raise ValueError(f"{text!r} is outside the calendar in UTC") from None
 
 
 def to_epoch(value: dt.datetime) -> float:

@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import random
 
 import pytest
 from click.testing import CliRunner
 
-from delivery_rows import seen_deliveries
+from delivery_rows import seen_deliveries, send_once
 from hookline import discard, endpoints, operations, outbox, queue, secretbox, signing
 from hookline.cli import cli
 from hookline.cli_delivery import register
 from hookline.endpoint_rules import parse_endpoint
 from hookline.errors import Conflict, NotFound, ValidationFailed
 from hookline.netguard import NetworkPolicy
-from hookline.queue import SendResult
-from hookline.retry import RetryPolicy
 from hookline.timeutil import from_epoch, isoformat, to_epoch, utcnow
 
 NETWORK = NetworkPolicy.from_settings("127.0.0.0/8")
@@ -60,35 +57,6 @@ def deliveries(db, **where) -> list:
 
 def event_row(db, event_id: str):
     return db(db.hookline_event.event_id == event_id).select().first()
-
-
-def send_once(db, at: float, status: int, *, capacity: int = 100) -> list[str]:
-    """Claim what is due at ``at`` and record ``status`` for each; return their delivery ids."""
-    claimed = queue.claim(db, "ops-test", now=at, capacity=capacity, lease_s=60)
-    results = [
-        SendResult(
-            delivery_row=c.delivery_row,
-            endpoint_row=c.endpoint_row,
-            endpoint_id=c.endpoint_id,
-            attempt=c.attempt,
-            lease_owner=c.lease_owner,
-            started_at=at,
-            duration_ms=3.0,
-            status_code=status,
-            response_body=b"body %d" % status,
-            retry_schedule=c.retry_schedule,
-        )
-        for c in claimed
-    ]
-    queue.record_results(
-        db,
-        results,
-        now=at,
-        policy=RetryPolicy(),
-        rng=random.Random(1),
-        disable_after=dt.timedelta(days=365),
-    )
-    return [c.delivery_id for c in claimed]
 
 
 # --- secrets ---------------------------------------------------------------------------------
@@ -412,6 +380,11 @@ def test_list_endpoints_oldest_first_without_secrets(db, box):
         ({"url": "https://example.com", "headers": {"Webhook-Id": "x"}}, NETWORK, "headers"),
         ({"url": "https://example.com", "headers": {"content-type": "x"}}, NETWORK, "headers"),
         ({"url": "https://example.com", "headers": {"X-A": "a\r\nB: c"}}, NETWORK, "headers"),
+        ({"url": "https://example.com", "headers": {"X-A": "a\x7fb"}}, NETWORK, "headers"),
+        ({"url": "https://example.com", "headers": {"X-A": "a\x01b"}}, NETWORK, "headers"),
+        ({"url": "https://example.com", "description": "a\x00b"}, NETWORK, "description"),
+        ({"url": "https://example.com", "description": "a\x1bb"}, NETWORK, "description"),
+        ({"url": "https://xn--/hooks"}, NETWORK, "url"),
         ({"url": "https://example.com", "retry_schedule": "0,5x"}, NETWORK, "retry_schedule"),
         ({"url": "https://example.com", "retry_schedule": "0,-5s"}, NETWORK, "retry_schedule"),
         ({"url": "https://example.com", "retry_schedule": ""}, NETWORK, "retry_schedule"),
@@ -438,6 +411,12 @@ def test_loopback_url_is_accepted_when_allow_listed(db, box):
         db, box, parse_endpoint({"url": "http://127.0.0.1:8080/hook"}, NETWORK, creating=True)
     )
     assert view["url"] == "http://127.0.0.1:8080/hook"
+
+
+def test_a_description_may_break_lines_and_a_header_value_may_hold_a_tab(db, box):
+    view, _ = create(db, box, description="line one\nline two\r\n", headers={"X-A": "a\tb"})
+    assert view["description"] == "line one\nline two"
+    assert view["headers"] == {"X-A": "a\tb"}
 
 
 def test_every_bad_field_is_named_at_once(db):
@@ -720,7 +699,12 @@ def test_the_cli_lists_attempts_with_filters_and_refuses_bad_values(settings, db
     assert answer.exit_code == 0, answer.output
     assert "503" in answer.output and "succeeded" not in answer.output
 
-    for bad in (["--outcome", "maybe"], ["--since", "yesterday"], ["--limit", "0"]):
+    for bad in (
+        ["--outcome", "maybe"],
+        ["--since", "yesterday"],
+        ["--until", "0001-01-01T00:00:00+01:00"],
+        ["--limit", "0"],
+    ):
         answer = CliRunner().invoke(_registered(), ["attempts", "list", *bad])
         assert answer.exit_code == 2, (bad, answer.output)
         assert "Traceback" not in answer.output
@@ -785,6 +769,9 @@ def test_purge_deletes_old_finished_rows_and_keeps_unfinished(db, box, t0):
     )
     db.commit()
 
+    assert operations.purge(db, dt.timedelta(days=999_999), now=t0) == dict.fromkeys(
+        ("attempts", "deliveries", "events", "inbox"), 0
+    )  # older than the calendar: nothing
     counts = operations.purge(db, dt.timedelta(days=30), now=t0)
     assert counts == {"attempts": 1, "deliveries": 1, "events": 1, "inbox": 1}
     db.commit()
@@ -815,6 +802,9 @@ def test_purge_keeps_an_old_event_while_a_recent_replay_of_it_is_kept(db, box, t
     db.commit()
     send_once(db, to_epoch(yesterday) + 1, 200)
 
+    assert operations.purge(db, dt.timedelta(days=999_999), now=t0) == dict.fromkeys(
+        ("attempts", "deliveries", "events", "inbox"), 0
+    )  # older than the calendar: nothing
     counts = operations.purge(db, dt.timedelta(days=30), now=t0)
     db.commit()
     assert counts["deliveries"] == 1  # the 40-day-old delivery

@@ -35,6 +35,9 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert settings.sqlite_busy_timeout_ms == 10_000
     assert settings.db_pool_size == 10
     assert settings.group_commit is True
+    assert settings.https_only is False
+    assert settings.disable_after_days == 5
+    assert settings.retention_days == 30
 
 
 @pytest.mark.parametrize(
@@ -148,6 +151,15 @@ def test_relative_data_dir_is_resolved(monkeypatch: pytest.MonkeyPatch, tmp_path
         ("HOOKLINE_HOST", " 0.0.0.0 ", "host", "0.0.0.0"),
         ("HOOKLINE_GROUP_COMMIT", "false", "group_commit", False),
         ("HOOKLINE_GROUP_COMMIT", "on", "group_commit", True),
+        ("HOOKLINE_RETENTION_DAYS", "7", "retention_days", 7),
+        ("HOOKLINE_RETENTION_DAYS", "1", "retention_days", 1),
+        ("HOOKLINE_RETENTION_DAYS", "36500", "retention_days", 36_500),
+        ("HOOKLINE_DISABLE_AFTER_DAYS", "2", "disable_after_days", 2),
+        ("HOOKLINE_DISABLE_AFTER_DAYS", "3650", "disable_after_days", 3650),
+        ("HOOKLINE_HTTPS_ONLY", "true", "https_only", True),
+        ("HOOKLINE_HTTPS_ONLY", " YES ", "https_only", True),
+        ("HOOKLINE_HTTPS_ONLY", "0", "https_only", False),
+        ("HOOKLINE_HTTPS_ONLY", "", "https_only", False),
     ],
 )
 def test_valid_values(
@@ -177,6 +189,14 @@ def test_valid_values(
         ("HOOKLINE_DATABASE_URL", "mysql://u@h/db", "must start with"),
         ("HOOKLINE_DATABASE_URL", "sqlite:memory:", "must start with"),
         ("HOOKLINE_DATABASE_URL", "hook.db", "must start with"),
+        ("HOOKLINE_RETENTION_DAYS", "0", "between 1 and 36500"),
+        ("HOOKLINE_RETENTION_DAYS", "36501", "between 1 and 36500"),
+        ("HOOKLINE_RETENTION_DAYS", "30d", "whole number"),
+        ("HOOKLINE_DISABLE_AFTER_DAYS", "0", "between 1 and 3650"),
+        ("HOOKLINE_DISABLE_AFTER_DAYS", "3651", "between 1 and 3650"),
+        ("HOOKLINE_DISABLE_AFTER_DAYS", "five", "whole number"),
+        ("HOOKLINE_HTTPS_ONLY", "maybe", "true or false"),
+        ("HOOKLINE_HTTPS_ONLY", "2", "true or false"),
     ],
 )
 def test_bad_values(data_dir: Path, name: str, raw: str, message: str) -> None:

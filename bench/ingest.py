@@ -9,8 +9,8 @@ each request a new order as JSON ``{"order_id": <unique>, "product_name": "kettl
   naive      the blog post's receiver in py4web: DAL fixture, one ``db.orders.insert`` and the
              fixture's commit per request (bench/ingest_apps/naive)
   starlette  Starlette on uvicorn (as many workers as the py4web servers, uvloop +
-             httptools), one sqlite3 commit per request from the threadpool, writes queued on
-             a lock per process (bench/ingest_starlette.py)
+             httptools), one sqlite3 insert + commit per request right in the async route, a
+             connection per process (bench/ingest_starlette.py)
   hookline   ``hookline serve`` (what ``make run`` runs; delivery worker included unless
              --no-worker) on a fresh HOOKLINE_DATA_DIR
 
@@ -583,10 +583,9 @@ passed. Every writer uses SQLite in WAL mode with `synchronous=FULL`.
 - **naive**: the blog post's web2py receiver in py4web: `@action.uses(db)`, one
   `db.orders.insert(...)` and the DAL fixture's commit per request (`bench/ingest_apps/naive`).
 - **starlette**: Starlette on uvicorn ({web[0]} worker(s), as many as the py4web servers;
-  uvloop + httptools); the async route parses the JSON and runs insert + commit in Starlette's
-  threadpool on a per-thread sqlite3 connection, a process's writers queued on a
-  `threading.Lock` (without it SQLite's busy handler starves some writers for seconds: p99 ~1 s
-  and wrk timeouts in trials; see `bench/ingest_starlette.py`).
+  uvloop + httptools); the async route parses the JSON and runs insert + commit on the event
+  loop, a sqlite3 connection per process: twice the requests a second of the same work handed
+  to Starlette's threadpool (see `bench/ingest_starlette.py`).
 - **hookline**: `hookline serve` ({worker} the delivery worker) on a fresh data directory:
   per request the order upsert, `order.created` in the outbox and the raw request in the inbox
   (three rows), committed by group commit before the answer. Its {own_web} web process(es)

@@ -156,6 +156,25 @@ def hook(_loopback_allowed, server):
 
 
 @pytest.fixture(scope="module")
+def delivery_auth(request, hook) -> dict[str, str]:
+    """JSON headers with a fresh API key of this module's own, on ``hook``'s server."""
+    from sinks import JSON
+
+    name = request.module.__name__.rpartition(".")[2]
+    return {"Authorization": f"Bearer {hook.new_api_key(name)}", **JSON}
+
+
+@pytest.fixture
+def api(hook, delivery_auth):
+    """Endpoint/delivery API helper on ``hook``'s server; the test's endpoints are deleted
+    afterwards."""
+    from sinks import endpoint_api
+
+    with endpoint_api(hook, delivery_auth) as helper:
+        yield helper
+
+
+@pytest.fixture(scope="module")
 def sink():
     """One recording HTTP receiver for the module; each endpoint gets its own path."""
     from sinks import Sink

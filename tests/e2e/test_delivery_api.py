@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 import pytest
-from sinks import JSON, Sink, endpoint_api, wait_until
+from sinks import Sink, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -22,16 +22,9 @@ QUIET_S = 0.5  # how long "nothing else arrives" is watched for
 
 
 @pytest.fixture(scope="module")
-def auth(hook) -> dict[str, str]:
-    """Headers with a fresh API key."""
-    return {"Authorization": f"Bearer {hook.new_api_key('delivery-api-e2e')}", **JSON}
-
-
-@pytest.fixture
-def api(hook, auth):
-    """Endpoint/delivery API helper; the test's endpoints are deleted afterwards."""
-    with endpoint_api(hook, auth) as helper:
-        yield helper
+def auth(delivery_auth) -> dict[str, str]:
+    """JSON headers with this module's API key (conftest's ``delivery_auth``)."""
+    return delivery_auth
 
 
 def _name(prefix: str) -> str:

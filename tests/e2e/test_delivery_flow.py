@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sinks import JSON, Received, endpoint_api, wait_until
+from sinks import JSON, Received, wait_until
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from hookline import __version__
@@ -37,16 +37,9 @@ QUIET_S = 0.5  # how long "nothing else arrives" is watched for
 
 
 @pytest.fixture(scope="module")
-def auth(hook) -> dict[str, str]:
-    """Headers with a fresh API key."""
-    return {"Authorization": f"Bearer {hook.new_api_key('delivery-e2e')}", **JSON}
-
-
-@pytest.fixture
-def api(hook, auth):
-    """Endpoint/delivery API helper; the test's endpoints are deleted afterwards."""
-    with endpoint_api(hook, auth) as helper:
-        yield helper
+def auth(delivery_auth) -> dict[str, str]:
+    """JSON headers with this module's API key (conftest's ``delivery_auth``)."""
+    return delivery_auth
 
 
 def _name(prefix: str) -> str:

@@ -215,6 +215,34 @@ def _send(port: int, method: str, path: str, headers: list[tuple[str, str]], bod
         conn.close()
 
 
+@dataclass(frozen=True)
+class Exchange:
+    """One request's answer and the table counts around it."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    before: dict[str, int]
+    after: dict[str, int]
+
+    @property
+    def replayed(self) -> bool:
+        """Answered from the inbox as a duplicate of an earlier request."""
+        return self.headers.get("idempotent-replayed") == "true"
+
+
+def exchange(
+    target: Target, method: str, path: str, headers: list[tuple[str, str]], body: bytes
+) -> Exchange:
+    """Send one request to ``target``; a connection error fails the test (it is no answer)."""
+    before = target.counts()
+    try:
+        status, answer_headers, answer = _send(target.server.port, method, path, headers, body)
+    except (OSError, http.client.HTTPException) as error:
+        pytest.fail(f"connection error instead of an answer: {error!r}")
+    return Exchange(status, answer_headers, answer, before, target.counts())
+
+
 # --- the property ---------------------------------------------------------------------------
 
 
@@ -233,17 +261,14 @@ def test_every_answer_is_deliberate_and_nothing_is_half_written(target, case):
         if case["sign"]:
             headers = [h for h in headers if h[0].lower() != "stripe-signature"]
             headers.append(("Stripe-Signature", _stripe_header(case["body"])))
-    before = target.counts()
-
-    try:
-        status, answer_headers, body = _send(
-            target.server.port, case["method"], path, headers, case["body"]
-        )
-    except (OSError, http.client.HTTPException) as error:
-        pytest.fail(f"connection error instead of an answer: {error!r}")
-
-    after = target.counts()
-    replayed = answer_headers.get("idempotent-replayed") == "true"
+    sent = exchange(target, case["method"], path, headers, case["body"])
+    status, body, before, after, replayed = (
+        sent.status,
+        sent.body,
+        sent.before,
+        sent.after,
+        sent.replayed,
+    )
     # Shown by --hypothesis-show-statistics:
     event(f"{case['where']} {status}{' replay' if replayed else ''}")
     where = f"{case['method']} {path} -> {status} {body[:200]!r}"

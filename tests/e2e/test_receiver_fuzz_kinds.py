@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import http.client
 import json
 import time
 from collections.abc import Iterator
@@ -29,7 +28,16 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sinks import server_env
-from test_receiver_fuzz import BODIES, CONTENT_TYPES, HEADER_VALUES, METHODS, TABLES, Target, _send
+from test_receiver_fuzz import (
+    BODIES,
+    CONTENT_TYPES,
+    HEADER_VALUES,
+    METHODS,
+    TABLES,
+    Target,
+    _send,
+    exchange,
+)
 
 from hookline import signing
 from hookline.config import Settings
@@ -207,17 +215,14 @@ def test_every_answer_is_deliberate_and_only_signed_requests_are_stored(target, 
         headers = [h for h in headers if h[0].lower() not in own]
         headers += sign(kind, case["body"], case["msg_id"])
     path = f"/myapp/webhook/{name}"
-    before = target.counts()
-
-    try:
-        status, answer_headers, body = _send(
-            target.server.port, case["method"], path, headers, case["body"]
-        )
-    except (OSError, http.client.HTTPException) as error:
-        pytest.fail(f"connection error instead of an answer: {error!r}")
-
-    after = target.counts()
-    replayed = answer_headers.get("idempotent-replayed") == "true"
+    sent = exchange(target, case["method"], path, headers, case["body"])
+    status, body, before, after, replayed = (
+        sent.status,
+        sent.body,
+        sent.before,
+        sent.after,
+        sent.replayed,
+    )
     event(f"{kind} {status}{' replay' if replayed else ''}")
     where = f"{case['method']} {path} signed={case['signed']} -> {status} {body[:200]!r}"
     assert 200 <= status < 300 or 400 <= status < 500, where

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from sinks import JSON, Sink, Workers, endpoint_api, server_env, wait_until
+from sinks import Sink, Workers, server_env, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -49,16 +49,9 @@ def hook(_worker_env, server):
 
 
 @pytest.fixture(scope="module")
-def auth(hook) -> dict[str, str]:
-    """Headers with a fresh API key."""
-    return {"Authorization": f"Bearer {hook.new_api_key('worker-e2e')}", **JSON}
-
-
-@pytest.fixture
-def api(hook, auth):
-    """Endpoint/delivery API helper; the test's endpoints are deleted afterwards."""
-    with endpoint_api(hook, auth) as helper:
-        yield helper
+def auth(delivery_auth) -> dict[str, str]:
+    """JSON headers with this module's API key (conftest's ``delivery_auth``)."""
+    return delivery_auth
 
 
 @pytest.fixture

@@ -262,13 +262,8 @@ def test_every_answer_is_deliberate_and_nothing_is_half_written(target, case):
             headers = [h for h in headers if h[0].lower() != "stripe-signature"]
             headers.append(("Stripe-Signature", _stripe_header(case["body"])))
     sent = exchange(target, case["method"], path, headers, case["body"])
-    status, body, before, after, replayed = (
-        sent.status,
-        sent.body,
-        sent.before,
-        sent.after,
-        sent.replayed,
-    )
+    status, body, replayed = sent.status, sent.body, sent.replayed
+    before, after = sent.before, sent.after
     # Shown by --hypothesis-show-statistics:
     event(f"{case['where']} {status}{' replay' if replayed else ''}")
     where = f"{case['method']} {path} -> {status} {body[:200]!r}"

@@ -216,13 +216,8 @@ def test_every_answer_is_deliberate_and_only_signed_requests_are_stored(target, 
         headers += sign(kind, case["body"], case["msg_id"])
     path = f"/myapp/webhook/{name}"
     sent = exchange(target, case["method"], path, headers, case["body"])
-    status, body, before, after, replayed = (
-        sent.status,
-        sent.body,
-        sent.before,
-        sent.after,
-        sent.replayed,
-    )
+    status, body, replayed = sent.status, sent.body, sent.replayed
+    before, after = sent.before, sent.after
     event(f"{kind} {status}{' replay' if replayed else ''}")
     where = f"{case['method']} {path} signed={case['signed']} -> {status} {body[:200]!r}"
     assert 200 <= status < 300 or 400 <= status < 500, where

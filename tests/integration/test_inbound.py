@@ -62,18 +62,23 @@ def box() -> SecretBox:
     return SecretBox([generate_key()])
 
 
+def add_source(db, box, kind: str, name: str | None = None, **fields: Any) -> str:
+    """Create and commit a source of ``kind`` with the test secret (and scheme) for it."""
+    name = name or f"src-{kind}"
+    data: dict[str, Any] = {"name": name, "kind": kind, **fields}
+    if kind in SECRETS and "secret" not in fields:
+        data["secret"] = SECRETS[kind]
+    if kind == "hmac":
+        data = {**HMAC_FIELDS, **data}
+    sources.create_source(db, box, parse_source(data, creating=True), now=NOW)
+    db.commit()
+    return name
+
+
 @pytest.fixture
 def make_source(db, box) -> Callable[..., str]:
     def make(kind: str, name: str | None = None, **fields: Any) -> str:
-        name = name or f"src-{kind}"
-        data: dict[str, Any] = {"name": name, "kind": kind, **fields}
-        if kind in SECRETS and "secret" not in fields:
-            data["secret"] = SECRETS[kind]
-        if kind == "hmac":
-            data = {**HMAC_FIELDS, **data}
-        sources.create_source(db, box, parse_source(data, creating=True), now=NOW)
-        db.commit()
-        return name
+        return add_source(db, box, kind, name, **fields)
 
     return make
 

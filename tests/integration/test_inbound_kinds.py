@@ -23,7 +23,6 @@ from typing import Any
 import pytest
 from test_inbound import (
     FORM,
-    HMAC_FIELDS,
     JSON_CT,
     LIMIT,
     NOW,
@@ -40,13 +39,16 @@ from test_inbound import (
     seed_post,
     sign,
 )
+from test_inbound import (
+    add_source as add_test_source,
+)
 
 from hookline import signing, sources
 from hookline.groupcommit import GroupCommitter, connect_for
 from hookline.inbound import MAX_HEADER_BYTES, MAX_HEADERS
 from hookline.receiver import receive_order_webhook, receive_order_webhook_grouped
 from hookline.secretbox import SecretBox, generate_key
-from hookline.sources import ORDERS_SOURCE, parse_source
+from hookline.sources import ORDERS_SOURCE
 from hookline.webio import Request, Response
 
 SIGNED_KINDS = tuple(SECRETS)
@@ -59,15 +61,7 @@ def box() -> SecretBox:
 
 
 def add_source(db, box: SecretBox, kind: str, name: str | None = None, **fields: Any) -> str:
-    name = name or f"kinds-{kind}"
-    data: dict[str, Any] = {"name": name, "kind": kind, **fields}
-    if kind in SECRETS and "secret" not in fields:
-        data["secret"] = SECRETS[kind]
-    if kind == "hmac":
-        data = {**HMAC_FIELDS, **data}
-    sources.create_source(db, box, parse_source(data, creating=True), now=NOW)
-    db.commit()
-    return name
+    return add_test_source(db, box, kind, name or f"kinds-{kind}", **fields)
 
 
 @pytest.fixture

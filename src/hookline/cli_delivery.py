@@ -374,6 +374,39 @@ def register(cli: click.Group) -> None:
             click.echo(f"  {delivery_id}")
 
 
+_SOURCE_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
+    click.option("--tolerance-s", type=int, help="Timestamp tolerance in seconds (default 300)."),
+    click.option("--max-body-bytes", type=int),
+    click.option(
+        "--public-key",
+        "public_keys",
+        multiple=True,
+        help="standard: a whpk_ ed25519 key that verifies v1a signatures (repeatable; replaces"
+        " the source's keys).",
+    ),
+    click.option("--hmac-header"),
+    click.option("--hmac-algorithm", type=click.Choice(["sha256", "sha512"])),
+    click.option("--hmac-encoding", type=click.Choice(["hex", "base64"])),
+    click.option("--hmac-prefix"),
+    click.option("--hmac-id-header"),
+]
+
+
+def _with_source_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(_SOURCE_OPTIONS):
+        command = option(command)
+    return command
+
+
+def _source_fields(**options: Any) -> dict[str, Any]:
+    fields = {k: v for k, v in options.items() if v is not None}
+    if fields.get("public_keys") == ():  # the option not given
+        del fields["public_keys"]
+    elif "public_keys" in fields:
+        fields["public_keys"] = list(fields["public_keys"])
+    return fields
+
+
 def register_sources(cli: click.Group) -> None:
     """Add ``hookline sources ...`` to the CLI."""
     from hookline import sources
@@ -386,16 +419,10 @@ def register_sources(cli: click.Group) -> None:
     @click.argument("name")
     @click.option("--kind", required=True, type=click.Choice(list(SOURCE_KINDS)))
     @click.option("--secret", help="The provider's signing secret (standard: generated if none).")
-    @click.option("--tolerance-s", type=int, help="Timestamp tolerance in seconds (default 300).")
-    @click.option("--max-body-bytes", type=int)
-    @click.option("--hmac-header")
-    @click.option("--hmac-algorithm", type=click.Choice(["sha256", "sha512"]))
-    @click.option("--hmac-encoding", type=click.Choice(["hex", "base64"]))
-    @click.option("--hmac-prefix")
-    @click.option("--hmac-id-header")
+    @_with_source_options
     def add(name: str, **options: Any) -> None:
         """Add a source; its URL is /myapp/webhook/NAME."""
-        fields = {k: v for k, v in options.items() if v is not None}
+        fields = _source_fields(**options)
         with _session() as (db, box, _network):
             view, generated = sources.create_source(
                 db, box, sources.parse_source({"name": name, **fields}, creating=True)
@@ -435,12 +462,11 @@ def register_sources(cli: click.Group) -> None:
     @sources_group.command("update")
     @click.argument("name")
     @click.option("--kind", type=click.Choice(list(SOURCE_KINDS)))
-    @click.option("--tolerance-s", type=int)
-    @click.option("--max-body-bytes", type=int)
     @click.option("--enable/--disable", "enabled", default=None)
+    @_with_source_options
     def update(name: str, **options: Any) -> None:
-        """Change a source's kind, limits or enabled flag."""
-        fields = {k: v for k, v in options.items() if v is not None}
+        """Change a source's kind, limits, public keys, HMAC scheme or enabled flag."""
+        fields = _source_fields(**options)
         with _session() as (db, box, _network):
             _print_json(
                 sources.update_source(db, box, name, sources.parse_source(fields, creating=False))

@@ -72,6 +72,8 @@ class SourceSettings:
     secret: str | None = None
     public_keys: tuple[str, ...] | None = None
     hmac_scheme: HmacScheme | None = None
+    #: The HMAC fields as given: an update changes these and keeps the stored others.
+    hmac_given: Mapping[str, Any] | None = None
     tolerance_s: int | None = None
     max_body_bytes: int | None = None
     enabled: bool | None = None
@@ -93,6 +95,9 @@ def _int(raw: Any, name: str, low: int, high: int, errors: dict[str, str]) -> in
         errors[name] = f"must be between {low} and {high}"
         return None
     return value
+
+
+_PUBLIC_KEYS_ONLY_STANDARD = "only a standard source verifies ed25519 (v1a) signatures"
 
 
 def parse_source(data: Mapping[str, Any], *, creating: bool) -> SourceSettings:
@@ -127,6 +132,7 @@ def parse_source(data: Mapping[str, Any], *, creating: bool) -> SourceSettings:
     if hmac_fields:
         try:
             values["hmac_scheme"] = HmacScheme(**hmac_fields)
+            values["hmac_given"] = dict(hmac_fields)
         except (TypeError, ValueError, ConfigError) as error:
             errors["hmac"] = str(error)
     if data.get("tolerance_s") is not None:
@@ -145,6 +151,11 @@ def parse_source(data: Mapping[str, Any], *, creating: bool) -> SourceSettings:
         errors.setdefault("secret", f"a {kind} source needs the provider's signing secret")
     if kind == "standard":
         _check_standard_keys(values, errors)
+    elif values.get("public_keys"):
+        if kind is not None:
+            errors["public_keys"] = _PUBLIC_KEYS_ONLY_STANDARD
+        else:  # an update: the stored kind is checked by update_source
+            _check_public_keys(values, errors)
     if errors:
         raise ValidationFailed("the source is invalid", errors=errors)
     return SourceSettings(**values)
@@ -157,6 +168,10 @@ def _check_standard_keys(values: dict[str, Any], errors: dict[str, str]) -> None
             signing.decode_secret(values["secret"])
     except InvalidSecret:
         errors["secret"] = "a standard source's secret is a whsec_ key (base64, 24-64 bytes)"
+    _check_public_keys(values, errors)
+
+
+def _check_public_keys(values: dict[str, Any], errors: dict[str, str]) -> None:
     for key in values.get("public_keys") or ():
         try:
             signing.check_public_key(key)
@@ -284,9 +299,19 @@ def update_source(
                 raise ValidationFailed("its secrets are not whsec_ keys", errors=errors)
         values["kind"] = settings.kind
     if settings.public_keys is not None:
+        if settings.public_keys and (settings.kind or row.kind) != "standard":
+            raise ValidationFailed(
+                "public keys need a standard source",
+                errors={"public_keys": _PUBLIC_KEYS_ONLY_STANDARD},
+            )
         values["public_keys"] = json.dumps(list(settings.public_keys))
-    if settings.hmac_scheme is not None:
-        values["hmac_scheme"] = json.dumps(asdict(settings.hmac_scheme))
+    if settings.hmac_given:
+        current = hmac_scheme_of(row) or HmacScheme()
+        try:
+            merged = HmacScheme(**{**asdict(current), **settings.hmac_given})
+        except ConfigError as error:
+            raise ValidationFailed("invalid HMAC scheme", errors={"hmac": str(error)}) from None
+        values["hmac_scheme"] = json.dumps(asdict(merged))
     for field in ("tolerance_s", "max_body_bytes"):
         if getattr(settings, field) is not None:
             values[field] = getattr(settings, field)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import standardwebhooks
 
-from hookline import inbound, sources
+from hookline import inbound, signing, sources
 from hookline.database import migrate
 from hookline.errors import Conflict, NotFound, ValidationFailed
 from hookline.secretbox import SecretBox, generate_key
@@ -392,6 +392,44 @@ def test_update_changes_limits_and_disables(db, other_db, box):
     assert answer.status == 404
 
 
+def test_update_changes_only_the_hmac_fields_given(db, box):
+    scheme = {"hmac_header": "X-Sig", "hmac_algorithm": "sha512", "hmac_encoding": "base64"}
+    _create(db, box, name="h", kind="hmac", secret=GITHUB_SECRET, **scheme)
+    update = parse_source({"hmac_prefix": "v1="}, creating=False)
+    view = sources.update_source(db, box, "h", update)
+    db.commit()
+    assert view["hmac"] == {
+        "header": "X-Sig",
+        "algorithm": "sha512",
+        "encoding": "base64",
+        "prefix": "v1=",
+        "id_header": None,
+    }
+    with pytest.raises(ValidationFailed) as caught:
+        parse_source({"hmac_algorithm": "md5"}, creating=False)
+    assert "hmac" in caught.value.errors
+
+
+def test_public_keys_are_checked_on_every_update_and_need_a_standard_source(db, box):
+    _, public = signing.generate_ed25519_keypair()
+    _create(db, box, name="std", kind="standard")
+    _create(db, box, name="gh", kind="github", secret=GITHUB_SECRET)
+    with pytest.raises(ValidationFailed) as caught:
+        parse_source({"public_keys": ["whpk_bad"]}, creating=False)
+    assert "public_keys" in caught.value.errors
+    keys = parse_source({"public_keys": [public]}, creating=False)
+    with pytest.raises(ValidationFailed) as caught:
+        sources.update_source(db, box, "gh", keys)
+    assert "public_keys" in caught.value.errors
+    db.rollback()
+    github = {"name": "x", "kind": "github", "secret": GITHUB_SECRET, "public_keys": [public]}
+    assert "public_keys" in _errors(github)
+    view = sources.update_source(db, box, "std", keys)
+    db.commit()
+    assert view["public_keys"] == [public]
+    assert sources.get_source(db, box, "gh")["public_keys"] == []
+
+
 def test_update_refuses_a_secret_and_unknown_names(db, box):
     _create(db, box, name="up", kind="github", secret=GITHUB_SECRET)
     with pytest.raises(ValidationFailed) as caught:
@@ -468,7 +506,11 @@ def test_a_keys_only_source_changed_to_stripe_answers_4xx_not_a_crash(db, box):
     from hookline import signing
 
     _, public_key = signing.generate_ed25519_keypair()
-    _create(db, box, name="keys", kind="none", public_keys=[public_key])
+    keys_on_none = {"name": "keys", "kind": "none", "public_keys": [public_key]}
+    assert "public_keys" in _errors(keys_on_none)  # refused today; a row from before may have it
+    _create(db, box, name="keys", kind="none")
+    db(db.hookline_source.name == "keys").update(public_keys=json.dumps([public_key]))
+    db.commit()
     try:
         sources.update_source(db, box, "keys", parse_source({"kind": "stripe"}, creating=False))
         db.commit()

@@ -254,6 +254,44 @@ def test_sources_update_kind_switches_the_verifier(settings, db, box):
     assert receive(db, box, "hook", body, shopify, now=utcnow()).status == 200
 
 
+def test_sources_update_sets_public_keys_and_changes_only_the_hmac_options_given(settings, db, box):
+    private, public = signing.generate_ed25519_keypair()
+    ok(settings, "sources", "add", "std", "--kind", "standard")
+    shown = json.loads(ok(settings, "sources", "update", "std", "--public-key", public).stdout)
+    assert shown["public_keys"] == [public]
+    body, msg_id, when = b'{"type": "ping"}', "msg_cli_v1a", utcnow()
+    signature = signing.sign_v1a(private, msg_id, int(when.timestamp()), body)
+    headers = {
+        "Content-Type": JSON_CT,
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(when.timestamp())),
+        "webhook-signature": signature,
+    }
+    assert receive(db, box, "std", body, headers, now=when).status == 200
+    result = refused(settings, "sources", "update", "std", "--public-key", "whpk_bad")
+    assert "public_keys" in result.stderr
+
+    ok(
+        settings,
+        "sources",
+        "add",
+        "mac",
+        "--kind",
+        "hmac",
+        "--secret",
+        GITHUB_SECRET,
+        "--hmac-header",
+        "X-Sig",
+        "--hmac-algorithm",
+        "sha512",
+    )
+    shown = json.loads(ok(settings, "sources", "update", "mac", "--hmac-prefix", "v1=").stdout)
+    assert shown["hmac"]["header"] == "X-Sig" and shown["hmac"]["algorithm"] == "sha512"
+    assert shown["hmac"]["prefix"] == "v1="
+    result = refused(settings, "sources", "update", "mac", "--public-key", public)
+    assert "standard" in result.stderr
+
+
 def test_sources_update_to_a_signed_kind_without_a_secret_is_refused(settings, db):
     ok(settings, "sources", "add", "open", "--kind", "none")
 

@@ -179,10 +179,16 @@ def register(cli: click.Group) -> None:
     @click.argument("endpoint_id")
     @click.option("--url")
     @_with_policy_options
-    def update(endpoint_id: str, **options: Any) -> None:
+    @click.option("--no-rate-limit", is_flag=True, help="Remove the rate limit.")
+    def update(endpoint_id: str, no_rate_limit: bool, **options: Any) -> None:
         """Change an endpoint's settings."""
+        fields = _endpoint_fields(**options)
+        if no_rate_limit:
+            if "rate_limit" in fields:
+                raise click.UsageError("--rate-limit and --no-rate-limit contradict each other")
+            fields["rate_limit"] = None
         with _session() as (db, box, network):
-            changes = parse_endpoint(_endpoint_fields(**options), network, creating=False)
+            changes = parse_endpoint(fields, network, creating=False)
             endpoint, credentials = endpoints.update_endpoint(db, box, endpoint_id, changes)
         _print_json({**endpoint, **credentials})
 

@@ -252,6 +252,7 @@ UPDATES: list[tuple[list[str], dict[str, Any]]] = [
     (["--connect-timeout-s", "2"], {"connect_timeout_s": 2.0}),
     (["--max-in-flight", "3"], {"max_in_flight": 3}),
     (["--rate-limit", "2.5"], {"rate_limit": 2.5}),
+    (["--no-rate-limit"], {"rate_limit": None}),
     (["--fifo"], {"fifo": True}),
     (["--no-ed25519"], {"ed25519": False}),
 ]
@@ -266,6 +267,23 @@ def test_update_changes_each_option_it_offers_and_nothing_else(settings, db):
         after = stored(db, endpoint_id)
         assert after == {**before, **changed, "updated_at": after["updated_at"]}, options
         assert printed == after, options
+
+
+def test_update_refuses_a_rate_limit_and_its_removal_together(settings, db):
+    endpoint_id, _ = add(settings, *BASELINE)
+    before = stored(db, endpoint_id)
+    output = refused(
+        settings,
+        "endpoints",
+        "update",
+        endpoint_id,
+        "--rate-limit",
+        "3",
+        "--no-rate-limit",
+        exit_code=2,
+    )
+    assert "contradict" in output
+    assert stored(db, endpoint_id) == before
 
 
 def test_update_switching_ed25519_on_prints_the_new_public_key(settings, db):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -44,6 +45,7 @@ from test_inbound import (
 )
 
 from hookline import signing, sources
+from hookline.database import connect
 from hookline.groupcommit import GroupCommitter, connect_for
 from hookline.inbound import MAX_HEADER_BYTES, MAX_HEADERS
 from hookline.receiver import receive_order_webhook, receive_order_webhook_grouped
@@ -439,3 +441,40 @@ def test_signed_orders_source_accepts_a_good_signature_through_the_grouped_path(
     assert answer.status == 200, answer.body
     assert counts(other_db) == {"orders": 1, "events": 1, "inbox": 1}
     assert json.loads(answer.body) == {"status": "success", "message": "Webhook processed"}
+
+
+@pytest.mark.parametrize("kind", ["github", "standard"])
+def test_one_delivery_sent_by_eight_threads_at_once_is_stored_once(
+    settings, db, other_db, box, kind
+):
+    """The unique (source, message id) index decides a race that every request's "seen?" read
+    missed: one store, and every other request gets the same 2xx as a replay."""
+    name = add_source(db, box, kind)
+    body = body_for(kind)
+    headers = sign(kind, body, msg_id="race-1")
+    threads = 8
+    barrier = threading.Barrier(threads)
+    answers: list[Any] = [None] * threads
+
+    def send(n: int) -> None:
+        own = connect(settings)
+        try:
+            barrier.wait(timeout=30)
+            answers[n] = receive(own, box, name, body, headers)
+        except BaseException as error:  # reported to the test, not lost in the thread
+            answers[n] = error
+        finally:
+            own.rollback()
+            own.close()
+
+    workers = [threading.Thread(target=send, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+
+    assert all(isinstance(a, Response) and a.status == 200 for a in answers), answers
+    replays = [a for a in answers if a.headers.get("Idempotent-Replayed") == "true"]
+    assert len(replays) == threads - 1
+    assert {a.json()["inbox_id"] for a in answers} == {inbox_rows(other_db)[0].inbox_id}
+    assert len(inbox_rows(other_db)) == 1

@@ -156,8 +156,9 @@ def hook(_loopback_allowed, server):
 
 
 @pytest.fixture(scope="module")
-def delivery_auth(request, hook) -> dict[str, str]:
-    """JSON headers with a fresh API key of this module's own, on ``hook``'s server."""
+def auth(request, hook) -> dict[str, str]:
+    """JSON headers with a fresh API key of this module's own, on ``hook``'s server (modules
+    that talk to ``server`` instead define their own)."""
     from sinks import JSON
 
     name = request.module.__name__.rpartition(".")[2]
@@ -165,12 +166,12 @@ def delivery_auth(request, hook) -> dict[str, str]:
 
 
 @pytest.fixture
-def api(hook, delivery_auth):
+def api(hook, auth):
     """Endpoint/delivery API helper on ``hook``'s server; the test's endpoints are deleted
     afterwards."""
     from sinks import endpoint_api
 
-    with endpoint_api(hook, delivery_auth) as helper:
+    with endpoint_api(hook, auth) as helper:
         yield helper
 
 

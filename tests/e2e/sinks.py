@@ -19,6 +19,7 @@ import signal
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -336,3 +337,8 @@ class Workers:
             if process.poll() is None:
                 os.kill(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
+
+
+def unique_name(prefix: str) -> str:
+    """``prefix`` and 8 random hex digits: a sink path or name no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"

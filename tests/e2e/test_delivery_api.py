@@ -10,25 +10,14 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from typing import Any
 
 import pytest
-from sinks import Sink, wait_until
+from sinks import Sink, unique_name, wait_until
 
 pytestmark = pytest.mark.e2e
 
 QUIET_S = 0.5  # how long "nothing else arrives" is watched for
-
-
-@pytest.fixture(scope="module")
-def auth(delivery_auth) -> dict[str, str]:
-    """JSON headers with this module's API key (conftest's ``delivery_auth``)."""
-    return delivery_auth
-
-
-def _name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def _failed(api, endpoint_id: str, count: int) -> list[dict[str, Any]]:
@@ -58,7 +47,7 @@ def _patch(hook, auth, endpoint_id: str, body: Any):
 
 
 def test_retry_sends_a_failed_delivery_again(api, sink: Sink):
-    name = _name("retried")
+    name = unique_name("retried")
     sink.behave(name, fail_times=1, fail_status=500)
     endpoint = api.create(sink.url(name), retry_schedule="0", event_types=["order.created"])
     api.create_order()
@@ -89,7 +78,7 @@ def test_retry_sends_a_failed_delivery_again(api, sink: Sink):
 
 
 def test_recover_retries_the_endpoints_failures_since_the_given_time_only(api, sink: Sink):
-    name = _name("recovered")
+    name = unique_name("recovered")
     sink.behave(name, fail_times=2, fail_status=500)
     endpoint = api.create(sink.url(name), retry_schedule="0", event_types=["order.created"])
     endpoint_id = endpoint["endpoint_id"]
@@ -123,7 +112,11 @@ def test_recover_retries_the_endpoints_failures_since_the_given_time_only(api, s
 
 
 def test_replay_without_an_endpoint_reaches_every_subscribed_endpoint(api, sink: Sink):
-    created_only, everything, paid_only = _name("created"), _name("all"), _name("paid")
+    created_only, everything, paid_only = (
+        unique_name("created"),
+        unique_name("all"),
+        unique_name("paid"),
+    )
     first = api.create(sink.url(created_only), event_types=["order.created"])
     second = api.create(sink.url(everything))
     api.create(sink.url(paid_only), event_types=["order.paid"])
@@ -166,7 +159,7 @@ def test_replay_without_an_endpoint_reaches_every_subscribed_endpoint(api, sink:
 
 
 def test_delete_answers_200_once_then_404(hook, api, auth, sink: Sink):
-    endpoint = api.create(sink.url(_name("deleted")))
+    endpoint = api.create(sink.url(unique_name("deleted")))
     path = f"/myapp/api/endpoints/{endpoint['endpoint_id']}"
 
     deleted = hook.request("DELETE", path, headers=auth)
@@ -197,9 +190,9 @@ def test_list_shows_the_endpoint_with_its_fields_and_never_a_secret(hook, api, a
         "rate_limit": 3.5,
         "fifo": True,
     }
-    url = sink.url(_name("listed"))
+    url = sink.url(unique_name("listed"))
     endpoint = api.create(url, **fields)
-    other = api.create(sink.url(_name("other")))
+    other = api.create(sink.url(unique_name("other")))
 
     answer = hook.request("GET", "/myapp/api/endpoints", headers=auth)
     assert answer.status == 200
@@ -229,7 +222,7 @@ def test_list_shows_the_endpoint_with_its_fields_and_never_a_secret(hook, api, a
 def test_patch_changes_filter_headers_and_policy_and_the_worker_follows(
     hook, api, auth, sink: Sink
 ):
-    name = _name("patched")
+    name = unique_name("patched")
     endpoint = api.create(sink.url(name), event_types=["order.paid"], description="kept")
     endpoint_id = endpoint["endpoint_id"]
     changes = {
@@ -284,7 +277,9 @@ BAD_PATCHES: list[tuple[dict[str, Any], str]] = [
 
 
 def test_a_bad_patch_is_refused_with_a_reason_and_changes_nothing(hook, api, auth, sink: Sink):
-    endpoint = api.create(sink.url(_name("unchanged")), event_types=["order.paid"], rate_limit=2)
+    endpoint = api.create(
+        sink.url(unique_name("unchanged")), event_types=["order.paid"], rate_limit=2
+    )
     endpoint_id = endpoint["endpoint_id"]
     before = api.get(f"/myapp/api/endpoints/{endpoint_id}")
 
@@ -315,19 +310,19 @@ def test_a_bad_patch_is_refused_with_a_reason_and_changes_nothing(hook, api, aut
 
 
 def test_a_nul_character_in_the_description_is_refused_with_a_4xx(hook, api, auth, sink: Sink):
-    endpoint = api.create(sink.url(_name("nul")))
+    endpoint = api.create(sink.url(unique_name("nul")))
     before = api.get(f"/myapp/api/endpoints/{endpoint['endpoint_id']}")
     patched = _patch(hook, auth, endpoint["endpoint_id"], {"description": "a\u0000b"})
     assert patched.status == 422, patched.status
     assert "description" in patched.json()["errors"]
-    body = json.dumps({"url": sink.url(_name("nul")), "description": "\u0000"})
+    body = json.dumps({"url": sink.url(unique_name("nul")), "description": "\u0000"})
     created = hook.request("POST", "/myapp/api/endpoints", body, auth)
     assert created.status == 422, created.status
     assert api.get(f"/myapp/api/endpoints/{endpoint['endpoint_id']}") == before
 
 
 def test_a_host_that_is_not_valid_idna_is_refused_with_a_4xx(hook, api, auth, sink: Sink):
-    endpoint = api.create(sink.url(_name("idna")))
+    endpoint = api.create(sink.url(unique_name("idna")))
     patched = _patch(hook, auth, endpoint["endpoint_id"], {"url": "https://xn--/hooks"})
     assert patched.status == 422, patched.status
     assert "url" in patched.json()["errors"]
@@ -337,7 +332,7 @@ def test_a_host_that_is_not_valid_idna_is_refused_with_a_4xx(hook, api, auth, si
 
 
 def test_recover_with_a_since_beyond_the_calendar_is_refused_with_a_4xx(api, sink: Sink):
-    endpoint = api.create(sink.url(_name("overflow")))
+    endpoint = api.create(sink.url(unique_name("overflow")))
     path = f"/myapp/api/endpoints/{endpoint['endpoint_id']}/recover"
     for since in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-12:00"):
         answer = api.post(path, {"since": since})

@@ -15,11 +15,10 @@ import json
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
-from sinks import JSON, Received, wait_until
+from sinks import JSON, Received, unique_name, wait_until
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from hookline import __version__
@@ -34,16 +33,6 @@ NPM_PACKAGE = "standardwebhooks"
 NPM_VERSION = "1.1.1"
 FIRST_DELIVERY_WITHIN_S = 1.0
 QUIET_S = 0.5  # how long "nothing else arrives" is watched for
-
-
-@pytest.fixture(scope="module")
-def auth(delivery_auth) -> dict[str, str]:
-    """JSON headers with this module's API key (conftest's ``delivery_auth``)."""
-    return delivery_auth
-
-
-def _name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def _hmac_v1(secret: str, request: Received) -> str:
@@ -79,8 +68,8 @@ def _patch_order(hook, auth, order_id: str, status: str) -> None:
 
 
 def test_order_created_reaches_api_and_cli_endpoints_signed_within_a_second(hook, api, sink):
-    by_api = _name("api")
-    by_cli = _name("cli")
+    by_api = unique_name("api")
+    by_cli = unique_name("cli")
     endpoint = api.create(sink.url(by_api))
     assert endpoint["secret"].startswith("whsec_")
     assert endpoint["enabled"] is True
@@ -131,7 +120,7 @@ def test_order_created_reaches_api_and_cli_endpoints_signed_within_a_second(hook
 
 
 def test_event_filter_is_respected(hook, api, auth, sink):
-    every, created_paid = _name("all"), _name("created-paid")
+    every, created_paid = unique_name("all"), unique_name("created-paid")
     api.create(sink.url(every))
     added = hook.cli(
         "endpoints", "add", sink.url(created_paid), "--events", "order.created,order.paid"
@@ -154,7 +143,7 @@ def test_event_filter_is_respected(hook, api, auth, sink):
 
 
 def test_failing_twice_then_success_follows_the_endpoint_schedule(api, sink):
-    name = _name("flaky")
+    name = unique_name("flaky")
     sink.behave(name, fail_times=2, fail_status=500)
     endpoint = api.create(sink.url(name), retry_schedule="0,1s,2s", event_types=["order.created"])
     assert endpoint["retry_schedule"] == "0,1s,2s"
@@ -222,7 +211,7 @@ def test_attempts_api_needs_a_key_and_refuses_bad_filters(hook, auth):
 
 
 def test_410_gone_disables_the_endpoint(api, sink):
-    gone, witness = _name("gone"), _name("witness")
+    gone, witness = unique_name("gone"), unique_name("witness")
     sink.behave(gone, status=410)
     endpoint = api.create(sink.url(gone), event_types=["order.created"])
     api.create(sink.url(witness), event_types=["order.created"])
@@ -248,7 +237,7 @@ def test_410_gone_disables_the_endpoint(api, sink):
 
 
 def test_rotation_signs_with_old_and_new_secret_during_the_grace_period(api, sink):
-    name = _name("rotated")
+    name = unique_name("rotated")
     endpoint = api.create(sink.url(name), event_types=["order.created"])
     old = endpoint["secret"]
     rotated = api.post(
@@ -271,7 +260,7 @@ def test_rotation_signs_with_old_and_new_secret_during_the_grace_period(api, sin
 
 def test_rotation_without_grace_signs_only_with_the_new_secret(api, sink):
     """Even right after deliveries signed with the old secret (a worker may have it cached)."""
-    name = _name("rotated-now")
+    name = unique_name("rotated-now")
     endpoint = api.create(sink.url(name), event_types=["order.created"])
     old = endpoint["secret"]
     api.create_order()
@@ -291,7 +280,7 @@ def test_rotation_without_grace_signs_only_with_the_new_secret(api, sink):
 
 
 def test_ping_reaches_only_that_endpoint(api, sink):
-    pinged, other = _name("pinged"), _name("not-pinged")
+    pinged, other = unique_name("pinged"), unique_name("not-pinged")
     endpoint = api.create(sink.url(pinged))
     api.create(sink.url(other))
     answer = api.post(f"/myapp/api/endpoints/{endpoint['endpoint_id']}/ping")
@@ -311,7 +300,7 @@ def test_ping_reaches_only_that_endpoint(api, sink):
 
 
 def test_replay_resends_with_the_same_webhook_id(api, sink):
-    name = _name("replayed")
+    name = unique_name("replayed")
     endpoint = api.create(sink.url(name), event_types=["order.created"])
     api.create_order()
     [original] = sink.wait_for(name, timeout=10)
@@ -335,7 +324,7 @@ def test_replay_resends_with_the_same_webhook_id(api, sink):
 
 
 def test_endpoints_api_needs_a_key_and_refuses_forbidden_targets(hook, api, auth, sink):
-    body = json.dumps({"url": sink.url(_name("nokey"))})
+    body = json.dumps({"url": sink.url(unique_name("nokey"))})
     for method, payload in (("POST", body), ("GET", "")):
         answer = hook.request(method, "/myapp/api/endpoints", payload, JSON)
         assert answer.status == 401, (method, answer.body)
@@ -366,9 +355,9 @@ def test_cli_refuses_loopback_unless_allowed(hook, sink):
 
 
 def test_order_webhook_produces_an_order_created_delivery(hook, api, sink):
-    name = _name("from-webhook")
+    name = unique_name("from-webhook")
     endpoint = api.create(sink.url(name), event_types=["order.created"])
-    order_id = _name("wh")
+    order_id = unique_name("wh")
     answer = hook.request(
         "POST",
         "/myapp/webhook",
@@ -417,7 +406,7 @@ def npm_standardwebhooks() -> Path:
 def test_npm_standardwebhooks_verifies_a_captured_delivery(
     api, sink, npm_standardwebhooks, tmp_path
 ):
-    name = _name("npm")
+    name = unique_name("npm")
     endpoint = api.create(sink.url(name), event_types=["order.created"])
     api.create_order(product_name="Grüße 🔑 kettle")
     [request] = sink.wait_for(name, timeout=10)

@@ -48,12 +48,6 @@ def hook(_worker_env, server):
     return server
 
 
-@pytest.fixture(scope="module")
-def auth(delivery_auth) -> dict[str, str]:
-    """JSON headers with this module's API key (conftest's ``delivery_auth``)."""
-    return delivery_auth
-
-
 @pytest.fixture
 def sink():
     """A recording HTTP receiver of the test's own."""

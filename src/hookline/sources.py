@@ -305,10 +305,11 @@ def update_source(
                 errors={"public_keys": _PUBLIC_KEYS_ONLY_STANDARD},
             )
         values["public_keys"] = json.dumps(list(settings.public_keys))
-    if settings.hmac_given:
+    if settings.hmac_scheme is not None:
         current = hmac_scheme_of(row) or HmacScheme()
+        given = settings.hmac_given or asdict(settings.hmac_scheme)
         try:
-            merged = HmacScheme(**{**asdict(current), **settings.hmac_given})
+            merged = HmacScheme(**{**asdict(current), **given})
         except ConfigError as error:
             raise ValidationFailed("invalid HMAC scheme", errors={"hmac": str(error)}) from None
         values["hmac_scheme"] = json.dumps(asdict(merged))

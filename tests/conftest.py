@@ -144,3 +144,14 @@ def other_db(settings: Settings):
     yield database
     database.rollback()
     database.close()
+
+
+@pytest.fixture
+def clean_handler_registry() -> Iterator[None]:
+    """Handlers a test registers are gone after it (the registry is module-global)."""
+    from hookline import handlers
+
+    saved = dict(handlers._REGISTRY)
+    yield
+    handlers._REGISTRY.clear()
+    handlers._REGISTRY.update(saved)

@@ -16,7 +16,6 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -46,19 +45,11 @@ from hookline.transport import OutboundRequest, RecordingTransport, TransportRes
 from hookline.webio import Request, Response
 from hookline.worker import Worker
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("clean_handler_registry")]
 
 NOW = 1_800_000_000.0  # a whole second: datetimes round-trip exactly on both engines
 LEASE_S = 30.0
 WORKER = "worker-a"
-
-
-@pytest.fixture(autouse=True)
-def _clean_registry() -> Iterator[None]:
-    saved = dict(handlers._REGISTRY)
-    yield
-    handlers._REGISTRY.clear()
-    handlers._REGISTRY.update(saved)
 
 
 def unique(prefix: str = "src") -> str:

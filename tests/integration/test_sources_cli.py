@@ -17,7 +17,6 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -34,6 +33,8 @@ from hookline.sources import ORDERS_SOURCE
 from hookline.timeutil import to_epoch, utcnow
 from hookline.webio import Request, Response
 
+pytestmark = pytest.mark.usefixtures("clean_handler_registry")
+
 JSON_CT = "application/json"
 GITHUB_SECRET = "gh-cli-secret-0123456789"
 STRIPE_SECRET = "whsec_cli_stripe_secret_0042"
@@ -43,14 +44,6 @@ STRIPE_SECRET = "whsec_cli_stripe_secret_0042"
 def box(settings) -> SecretBox:
     """The secret box the CLI loads for this data directory (the same key file)."""
     return load_secret_box(settings.secret_key or None, settings.data_dir)
-
-
-@pytest.fixture(autouse=True)
-def _clean_registry() -> Iterator[None]:
-    saved = dict(handlers._REGISTRY)
-    yield
-    handlers._REGISTRY.clear()
-    handlers._REGISTRY.update(saved)
 
 
 def run(settings, *args: str) -> Result:

@@ -140,9 +140,9 @@ def _parse(row: Any, request: Request) -> tuple[Any, str | None]:
 
 def _message_id(row: Any, request: Request, verified_id: str | None, body: Any) -> str | None:
     if verified_id:
-        return verified_id[: inbox.MAX_MESSAGE_ID]
+        return inbox.storable_message_id(verified_id)
     if row.kind == "stripe" and isinstance(body, dict) and isinstance(body.get("id"), str):
-        return body["id"][: inbox.MAX_MESSAGE_ID]
+        return inbox.storable_message_id(body["id"])
     return inbox.message_id_of(request)
 
 

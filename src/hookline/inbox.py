@@ -8,13 +8,13 @@ request whose id was seen before is answered from its row and never processed ag
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from pydal import DAL
 
-from hookline.errors import BadRequest
 from hookline.ids import new_id
 from hookline.sqlconn import SqlConn, as_sql, marks
 from hookline.timeutil import isoformat, to_epoch, utcnow
@@ -31,6 +31,7 @@ __all__ = [
     "message_id_of",
     "prepare_item",
     "record",
+    "storable_message_id",
 ]
 
 #: Headers that name a message for deduplication, in order of preference.
@@ -41,14 +42,22 @@ INBOX_STATUSES = ("received", "processing", "processed", "failed")
 MAX_PAGE = 200
 
 
+def storable_message_id(value: str) -> str:
+    """``value`` as it is stored and looked up: itself when it fits the column, else a prefix
+    and the SHA-256 of the whole, so that two long ids never share a key (cutting them short
+    would make a second, different message look like a replay of the first)."""
+    if len(value) <= MAX_MESSAGE_ID:
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{value[: MAX_MESSAGE_ID - len(digest) - 1]}~{digest}"
+
+
 def message_id_of(request: Request) -> str | None:
-    """The idempotency key a request carries, if any; raise ``BadRequest`` if it is unusable."""
+    """The idempotency key a request carries, if any, in its stored form."""
     for name in IDEMPOTENCY_HEADERS:
         value = request.header(name).strip()
         if value:
-            if len(value) > MAX_MESSAGE_ID:
-                raise BadRequest(f"{name} header is longer than {MAX_MESSAGE_ID} characters")
-            return value
+            return storable_message_id(value)
     return None
 
 

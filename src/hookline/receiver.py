@@ -303,12 +303,7 @@ def start_grouped(
         check_headers(request)
     except RequestRefused as error:
         return error_response(error)
-    try:
-        message_id = inbox.message_id_of(request)
-    except ClientError as unusable:
-        # Answered like a body that does not parse: only once the request is admitted, so that
-        # a signed orders source refuses a bad signature (401) before anything else.
-        return GroupedOrder(request, None, unusable, max_body_bytes, now or utcnow())
+    message_id = inbox.message_id_of(request)
     return GroupedOrder(request, message_id, _parse(request), max_body_bytes, now or utcnow())
 
 

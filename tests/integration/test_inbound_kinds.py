@@ -428,6 +428,24 @@ def test_signed_orders_source_answers_an_unsigned_request_with_a_bad_webhook_id_
     assert failures(other_db, ORDERS_SOURCE) == 1
 
 
+@pytest.mark.parametrize("path", list(PATHS))
+def test_signed_orders_source_takes_the_longest_standard_webhook_id(
+    db, other_db, box, signed_orders, committer, path
+):
+    """A signed 256-character id (the most Standard Webhooks allows) is one past the stored
+    key; it is kept apart from its 255-character prefix, not refused."""
+    answers = []
+    for n, msg_id in enumerate(["o" * 255 + "1", "o" * 255 + "2", "o" * 255]):
+        body = f"order_id=long-{n}&product_name=kettle".encode()
+        headers = sign("standard", body, msg_id=msg_id, content_type=FORM)
+        answers.append(
+            PATHS[path](db, box, Request.build("POST", "/myapp/webhook", headers, body), committer)
+        )
+
+    assert [answer.status for answer in answers] == [200, 200, 200], [a.body for a in answers]
+    assert counts(other_db) == {"orders": 3, "events": 3, "inbox": 3}
+
+
 def test_signed_orders_source_accepts_a_good_signature_through_the_grouped_path(
     db, other_db, box, signed_orders, committer
 ):
@@ -478,3 +496,26 @@ def test_one_delivery_sent_by_eight_threads_at_once_is_stored_once(
     assert len(replays) == threads - 1
     assert {a.json()["inbox_id"] for a in answers} == {inbox_rows(other_db)[0].inbox_id}
     assert len(inbox_rows(other_db)) == 1
+
+
+@pytest.mark.parametrize("kind", ["standard", "stripe", "github", "shopify", "none"])
+def test_long_message_ids_sharing_the_stored_prefix_are_two_messages(db, other_db, box, kind):
+    """An id longer than the stored key is kept whole through a digest: two deliveries whose
+    ids differ only past character 255 are both stored, and each is deduplicated on its own."""
+    name = add_source(db, box, kind)
+    ids = ["d" * 255 + "1", "d" * 255 + "2"]  # 256: the longest Standard Webhooks allows
+
+    def send(msg_id: str) -> Response:
+        body = body_for(kind, msg_id)
+        if kind == "none":
+            return receive(db, box, name, body, {"Content-Type": JSON_CT, "webhook-id": msg_id})
+        return receive(db, box, name, body, sign(kind, body, msg_id=msg_id))
+
+    first, second, again = send(ids[0]), send(ids[1]), send(ids[0])
+
+    assert first.status == second.status == again.status == 200, (first.body, second.body)
+    assert "Idempotent-Replayed" not in second.headers
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    keys = [row.message_id for row in inbox_rows(other_db)]
+    assert len(keys) == 2 and keys[0] != keys[1]
+    assert all(len(key) == 255 and key.startswith("d" * 100) for key in keys)

@@ -432,6 +432,7 @@ _ORDER = [
     "backlogs",
     "handlers",
     "ingest",
+    "listings",
     "findings",
 ]
 

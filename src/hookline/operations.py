@@ -187,7 +187,8 @@ def list_attempts(
     ev, ep = db.hookline_event, db.hookline_endpoint
     query = (a.delivery == d.id) & (d.event == ev.id) & (d.endpoint == ep.id)
     if endpoint_id is not None:
-        query &= d.endpoint == endpoints.find_endpoint(db, endpoint_id).id
+        endpoint_row = endpoints.find_endpoint(db, endpoint_id).id
+        query &= (a.endpoint >= endpoint_row) & (a.endpoint <= endpoint_row)
     if delivery_id is not None:
         query &= a.delivery == _find(db, delivery_id).id
     if event_id is not None:
@@ -201,13 +202,18 @@ def list_attempts(
     if cursor is not None:
         query &= a.id < cursor
     limit = max(1, min(limit, MAX_PAGE))
+    # With an endpoint, the same order spelled through its index, and the endpoint as a range:
+    # PostgreSQL drops a sort key that an equality makes constant, then walked the whole table
+    # newest first (taking the endpoint for a third of it): 0.2-0.4 s for an endpoint whose
+    # attempts were all old, ~9 ms through the index (bench/listings.py).
+    order = ~a.endpoint | ~a.id if endpoint_id is not None else ~a.id
     rows = db(query).select(
         a.ALL,
         d.delivery_id,
         ev.event_id,
         ev.type,
         ep.endpoint_id,
-        orderby=~a.id,
+        orderby=order,
         limitby=(0, limit + 1),
     )
     page = rows[:limit]

@@ -42,6 +42,7 @@ from hookline.retry import (
     decide,
     should_disable_endpoint,
 )
+from hookline.sqlconn import marks
 from hookline.timeutil import from_epoch, sql_datetime, to_epoch
 from hookline.transport import MAX_RESPONSE_BODY
 
@@ -736,13 +737,11 @@ def _policy(schedule: tuple[float, ...] | None, default: RetryPolicy) -> RetryPo
 
 
 _ATTEMPT_COLUMNS = (
-    "delivery, number, started_at, duration_ms, status_code, response_headers, response_body,"
-    " error, outcome, worker"
+    "delivery, endpoint, number, started_at, duration_ms, status_code, response_headers,"
+    " response_body, error, outcome, worker"
 )
 _INSERT_ATTEMPTS_PG = f"INSERT INTO hookline_attempt ({_ATTEMPT_COLUMNS}) VALUES %s"
-_INSERT_ATTEMPTS_SQLITE = (
-    f"INSERT INTO hookline_attempt ({_ATTEMPT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+_INSERT_ATTEMPTS_SQLITE = f"INSERT INTO hookline_attempt ({_ATTEMPT_COLUMNS}) VALUES ({marks(11)})"
 # Only the attempt that holds the lease may move the delivery on: same owner AND same attempt
 # number, so a late answer to an earlier attempt (whose lease ran out and was claimed again,
 # even by this worker) is kept as an attempt row and nothing more. Deleting the lease is the
@@ -837,6 +836,7 @@ def record_and_claim(
         attempt_rows = [
             (
                 r.delivery_row,
+                r.endpoint_row,
                 r.attempt,
                 sql_datetime(from_epoch(r.started_at)),
                 r.duration_ms,

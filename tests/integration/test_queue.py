@@ -1339,3 +1339,35 @@ def test_a_failing_lease_vacuum_is_logged_and_the_queue_goes_on(db, box, t0, cap
     publish(db, 1, now=t0)
     db.rollback()
     assert deliveries(db) == []
+
+
+def test_migrating_fills_the_endpoint_of_attempts_an_earlier_version_recorded(
+    db, box, t0, monkeypatch
+):
+    """Attempts recorded before ``hookline_attempt.endpoint`` existed get their delivery's
+    endpoint when the database is migrated, batch by batch, and then list by endpoint."""
+    from hookline import operations, schema
+
+    first, _ = make_endpoint(db, box)
+    second, _ = make_endpoint(db, box, url="https://example.com/other")
+    publish(db, 3, now=t0)
+    db.commit()
+    at = to_epoch(t0)
+    record(db, [result(item, 500, started=at) for item in claim(db, at)], at + 1)
+    db.executesql("UPDATE hookline_attempt SET endpoint = NULL")
+    db.executesql("DROP INDEX hookline_attempt_endpoint_idx")
+    db.commit()
+    monkeypatch.setattr(schema, "FILL_BATCH", 2)  # several batches for six rows
+
+    schema.ensure_indexes(db)
+
+    rows = db(db.hookline_attempt).select()
+    by_delivery = {r.id: r.endpoint for r in db(db.hookline_delivery).select()}
+    assert len(rows) == 6
+    assert all(r.endpoint == by_delivery[r.delivery] for r in rows)
+    assert "hookline_attempt_endpoint_idx" in schema._existing_indexes(db)
+    db.commit()
+    for endpoint_id in (first, second):
+        listed = operations.list_attempts(db, endpoint_id=endpoint_id)["data"]
+        assert len(listed) == 3
+        assert {a["endpoint_id"] for a in listed} == {endpoint_id}

@@ -34,6 +34,11 @@ SETTINGS_HELP: dict[str, tuple[str, str]] = {
         " the seed webhook's commits batch up)",
     ),
     "HOOKLINE_MAX_BODY_BYTES": ("1048576", "largest request body accepted (413 above it)"),
+    "HOOKLINE_MAX_PAYLOAD_BYTES": (
+        "262144",
+        "largest event body published, 1024 to 16777216 (the change that would publish a larger"
+        " one is refused with 422 and writes nothing)",
+    ),
     "HOOKLINE_SQLITE_SYNCHRONOUS": ("FULL", "SQLite `synchronous` pragma: FULL or NORMAL"),
     "HOOKLINE_SQLITE_BUSY_TIMEOUT_MS": ("10000", "how long a SQLite writer waits for the lock"),
     "HOOKLINE_DB_POOL_SIZE": ("10", "PostgreSQL connections kept per process"),
@@ -63,6 +68,11 @@ SETTINGS_HELP: dict[str, tuple[str, str]] = {
 }
 
 _SYNCHRONOUS = ("FULL", "NORMAL", "EXTRA")
+# HOOKLINE_MAX_PAYLOAD_BYTES. At 1 KiB a ping (~0.15 KiB) and an order with ordinary fields
+# (~0.4 KiB) still fit; the largest order events (~1.7 KiB, 200 four-byte characters of product
+# name) do not, which is the operator's call. Above 16 MiB an event is a file transfer, and a
+# worker holds the body of every delivery in flight (256 by default: 4 GiB at 16 MiB).
+_PAYLOAD_BYTES = (1024, 16 * 1024 * 1024)
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -124,6 +134,7 @@ class Settings:
     web_workers: int = 1
     web_threads: int = 64
     max_body_bytes: int = 1024 * 1024
+    max_payload_bytes: int = 256 * 1024  # outbox.MAX_PAYLOAD_BYTES
     sqlite_synchronous: str = "FULL"
     sqlite_busy_timeout_ms: int = 10_000
     db_pool_size: int = 10
@@ -190,6 +201,7 @@ class Settings:
             ),
             web_threads=_int(env, "HOOKLINE_WEB_THREADS", 64, 1, 256),
             max_body_bytes=_int(env, "HOOKLINE_MAX_BODY_BYTES", 1024 * 1024, 1, 1 << 30),
+            max_payload_bytes=_int(env, "HOOKLINE_MAX_PAYLOAD_BYTES", 256 * 1024, *_PAYLOAD_BYTES),
             sqlite_synchronous=synchronous,
             sqlite_busy_timeout_ms=_int(env, "HOOKLINE_SQLITE_BUSY_TIMEOUT_MS", 10_000, 0, 600_000),
             db_pool_size=_int(env, "HOOKLINE_DB_POOL_SIZE", 10, 0, 1000),

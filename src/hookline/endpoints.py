@@ -206,7 +206,7 @@ def set_enabled(
     _discard_unfinished(db, row.id, now, f"endpoint disabled: {reason[:512]}")
     row.update_record(enabled=0, disabled_reason=reason[:512], disabled_at=now, updated_at=now)
     view = get_endpoint(db, endpoint_id)
-    publish(db, "endpoint.disabled", {"endpoint": view, "reason": reason}, now=now)
+    publish(db, "endpoint.disabled", {"endpoint": view, "reason": view["disabled_reason"]}, now=now)
     return view
 
 

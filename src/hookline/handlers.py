@@ -23,6 +23,7 @@ from hookline.database import begin_write
 from hookline.duefloor import DueFloor
 from hookline.errors import Conflict, HooklineError, NotFound
 from hookline.fanout import NOTIFY_CHANNEL, is_postgres
+from hookline.outbox import MAX_PAYLOAD_BYTES
 from hookline.retry import AttemptOutcome, RetryPolicy, decide
 from hookline.sqlconn import SqlConn, marks
 from hookline.timeutil import from_epoch, to_epoch, utcnow
@@ -59,6 +60,9 @@ class InboxMessage:
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
     attempt: int = 1  # this run's number: 1, then one more per retry
+    #: The limit on the events the handler publishes (``HOOKLINE_MAX_PAYLOAD_BYTES``): pass it
+    #: on as ``max_bytes`` / ``max_payload_bytes``.
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES
 
     def json(self) -> Any:
         """The body decoded as JSON (``PermanentFailure`` when it is not JSON)."""
@@ -137,10 +141,11 @@ def claim_messages(
     capacity: int,
     lease_s: float,
     floor: DueFloor | None = None,
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES,
 ) -> list[InboxMessage]:
     """Lease the (up to ``capacity``) earliest due received messages to ``worker``; commits.
-    Returns them in the order they were stored. A worker passes its ``DueFloor`` for the
-    inbox."""
+    Returns them in the order they were stored, each carrying ``max_payload_bytes`` for its
+    handler. A worker passes its ``DueFloor`` for the inbox."""
     db.commit()
     sql = SqlConn.of(db)
     start = floor.start() if floor is not None and sql.postgres else float("-inf")
@@ -175,6 +180,7 @@ def claim_messages(
             body=SqlConn.read_blob(row[5]),
             headers=dict(json.loads(row[6])),
             attempt=int(row[7]),
+            max_payload_bytes=max_payload_bytes,
         )
         for row in sorted(rows)
     ]

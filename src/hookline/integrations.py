@@ -46,7 +46,9 @@ def mark_order_paid(db: DAL, message: InboxMessage) -> None:
         return
     if order["status"] == "cancelled":
         raise PermanentFailure(f"order {order_id} is cancelled; the payment needs a refund")
-    orders.apply_patch(db, order_id, OrderChanges(status="paid"))
+    orders.apply_patch(
+        db, order_id, OrderChanges(status="paid"), max_payload_bytes=message.max_payload_bytes
+    )
 
 
 for _event in PAYMENT_EVENTS:

@@ -2,7 +2,9 @@
 
 Functions here never commit: the caller owns the transaction, so an order and its event are
 committed or rolled back together. Updates are compare-and-set on ``version``, so two concurrent
-changes to one order cannot both win.
+changes to one order cannot both win. Every function that publishes takes ``max_payload_bytes``
+(``HOOKLINE_MAX_PAYLOAD_BYTES``, passed down by the caller): a change whose event would be larger
+raises ``InvalidEvent`` (422), and the caller's rollback leaves nothing of it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ from hookline import order_rules
 from hookline.errors import Conflict, NotFound, StaleWrite, ValidationFailed
 from hookline.ids import new_id
 from hookline.order_rules import OrderChanges
-from hookline.outbox import PreparedEvent, insert_event, insert_events, prepare_event, publish
+from hookline.outbox import (
+    MAX_PAYLOAD_BYTES,
+    PreparedEvent,
+    insert_event,
+    insert_events,
+    prepare_event,
+    publish,
+)
 from hookline.sqlconn import SqlConn, as_sql, marks
 from hookline.timeutil import isoformat, utcnow
 
@@ -114,9 +123,16 @@ class PreparedOrder:
     event: PreparedEvent
 
 
-def prepare_insert(changes: OrderChanges, source: str, now: dt.datetime) -> PreparedOrder:
+def prepare_insert(
+    changes: OrderChanges,
+    source: str,
+    now: dt.datetime,
+    *,
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+) -> PreparedOrder:
     """Everything a new order needs that does not depend on the database: its row, its public
-    form and its event. Raises ``ValidationFailed`` without a product."""
+    form and its event. Raises ``ValidationFailed`` without a product, ``InvalidEvent`` when
+    its ``order.created`` would be over ``max_payload_bytes``."""
     if changes.product_name is None:
         raise ValidationFailed(
             "a new order needs a product", errors={"product_name": "is required for a new order"}
@@ -135,7 +151,7 @@ def prepare_insert(changes: OrderChanges, source: str, now: dt.datetime) -> Prep
         "updated_at": stored_now,
     }
     order = order_to_dict(Row(values))
-    event = prepare_event("order.created", {"order": order}, now=now)
+    event = prepare_event("order.created", {"order": order}, now=now, max_bytes=max_payload_bytes)
     return PreparedOrder(order_id, tuple(values[name] for name in _COLUMNS[1:]), order, event)
 
 
@@ -165,20 +181,31 @@ def existing_order_ids(sql: SqlConn, order_ids: list[str]) -> set[str]:
 
 
 def _insert(
-    db: DAL | SqlConn, changes: OrderChanges, source: str, now: dt.datetime
+    db: DAL | SqlConn,
+    changes: OrderChanges,
+    source: str,
+    now: dt.datetime,
+    max_payload_bytes: int,
 ) -> dict[str, Any]:
-    return insert_prepared(db, prepare_insert(changes, source, now))
+    prepared = prepare_insert(changes, source, now, max_payload_bytes=max_payload_bytes)
+    return insert_prepared(db, prepared)
 
 
 def create_order(
-    db: DAL | SqlConn, changes: OrderChanges, *, source: str = "api", now: dt.datetime | None = None
+    db: DAL | SqlConn,
+    changes: OrderChanges,
+    *,
+    source: str = "api",
+    now: dt.datetime | None = None,
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES,
 ) -> dict[str, Any]:
-    """Create an order and publish ``order.created``; raise ``Conflict`` if the id is taken."""
+    """Create an order and publish ``order.created``; raise ``Conflict`` if the id is taken,
+    ``InvalidEvent`` if the event would be over ``max_payload_bytes``."""
     if changes.order_id is not None and _find(db, changes.order_id) is not None:
         raise Conflict(
             f"order {changes.order_id!r} already exists", errors={"order_id": "already exists"}
         )
-    return _insert(db, changes, source, now or utcnow())
+    return _insert(db, changes, source, now or utcnow(), max_payload_bytes)
 
 
 def _compare_and_set(db: DAL | SqlConn, row: Any, values: dict[str, Any]) -> Row:
@@ -200,13 +227,19 @@ def _compare_and_set(db: DAL | SqlConn, row: Any, values: dict[str, Any]) -> Row
 
 
 def _update_fields(
-    db: DAL | SqlConn, row: Any, changes: OrderChanges, now: dt.datetime
+    db: DAL | SqlConn, row: Any, changes: OrderChanges, now: dt.datetime, max_payload_bytes: int
 ) -> tuple[Any, list[str]]:
     changed = {k: v for k, v in changes.given().items() if row[k] != v}
     if not changed:
         return row, []
     row = _compare_and_set(db, row, {**changed, "updated_at": now})
-    publish(db, "order.updated", {"order": order_to_dict(row), "changed": sorted(changed)}, now=now)
+    publish(
+        db,
+        "order.updated",
+        {"order": order_to_dict(row), "changed": sorted(changed)},
+        now=now,
+        max_bytes=max_payload_bytes,
+    )
     return row, sorted(changed)
 
 
@@ -216,12 +249,13 @@ def upsert_from_webhook(
     *,
     now: dt.datetime | None = None,
     prepared: PreparedOrder | None = None,
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES,
 ) -> tuple[dict[str, Any], str]:
     """Create the order ``changes.order_id`` or update its given fields.
 
     Returns the order and what happened: ``"created"``, ``"updated"`` or ``"unchanged"`` (no
     event is published when nothing changed). ``prepared`` (``prepare_insert`` of the same
-    changes and ``now``) is inserted as is when the order is new.
+    changes, ``now`` and limit) is inserted as is when the order is new.
     """
     now = now or utcnow()
     if changes.order_id is None:
@@ -230,7 +264,7 @@ def upsert_from_webhook(
     if row is None:
         if prepared is not None:
             return insert_prepared(db, prepared), "created"
-        return _insert(db, changes, "webhook", now), "created"
+        return _insert(db, changes, "webhook", now, max_payload_bytes), "created"
     if row.status in ("shipped", "cancelled") and changes.given():
         fields_differ = any(row[k] != v for k, v in changes.given().items())
         if fields_differ:
@@ -238,17 +272,23 @@ def upsert_from_webhook(
                 f"order {row.order_id!r} is {row.status} and can no longer change",
                 errors={"order_id": f"order is {row.status}"},
             )
-    row, changed = _update_fields(db, row, changes, now)
+    row, changed = _update_fields(db, row, changes, now, max_payload_bytes)
     return order_to_dict(row), ("updated" if changed else "unchanged")
 
 
 def apply_patch(
-    db: DAL | SqlConn, order_id: str, changes: OrderChanges, *, now: dt.datetime | None = None
+    db: DAL | SqlConn,
+    order_id: str,
+    changes: OrderChanges,
+    *,
+    now: dt.datetime | None = None,
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES,
 ) -> dict[str, Any]:
     """Change an order's fields (only while pending) and/or move it to a new status.
 
     Publishes ``order.updated`` for field changes and ``order.<status>`` for a transition.
-    Raises ``NotFound``, or ``Conflict`` for an illegal transition or a stale concurrent write.
+    Raises ``NotFound``, ``Conflict`` for an illegal transition or a stale concurrent write, or
+    ``InvalidEvent`` for an event over ``max_payload_bytes`` (the caller rolls back).
     """
     now = now or utcnow()
     row = _find(db, order_id)
@@ -263,7 +303,7 @@ def apply_patch(
             )
     if changes.status is not None and changes.status != row.status:
         order_rules.check_transition(row.status, changes.status)
-    row, _ = _update_fields(db, row, changes, now)
+    row, _ = _update_fields(db, row, changes, now, max_payload_bytes)
     if changes.status is not None and changes.status != row.status:
         previous = row.status
         row = _compare_and_set(db, row, {"status": changes.status, "updated_at": now})
@@ -272,6 +312,7 @@ def apply_patch(
             order_rules.status_event(changes.status),
             {"order": order_to_dict(row), "previous_status": previous},
             now=now,
+            max_bytes=max_payload_bytes,
         )
     return order_to_dict(row)
 

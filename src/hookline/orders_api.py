@@ -36,17 +36,21 @@ def show(db: DAL, request: Request, order_id: str) -> Response:
     return json_response(200, orders.get_order(db, order_id))
 
 
-def create(db: DAL, request: Request, *, max_body_bytes: int) -> Response:
-    """``POST /api/orders``: create an order (201) and publish ``order.created``."""
+def create(db: DAL, request: Request, *, max_body_bytes: int, max_payload_bytes: int) -> Response:
+    """``POST /api/orders``: create an order (201) and publish ``order.created`` (422, nothing
+    written, when the event would be over ``max_payload_bytes``)."""
     changes = order_rules.parse_create(json_object(request, max_body_bytes))
-    order = orders.create_order(db, changes, source="api")
+    order = orders.create_order(db, changes, source="api", max_payload_bytes=max_payload_bytes)
     db.commit()
     return json_response(201, order, {"Location": f"/myapp/api/orders/{order['order_id']}"})
 
 
-def patch(db: DAL, request: Request, order_id: str, *, max_body_bytes: int) -> Response:
-    """``PATCH /api/orders/<order_id>``: edit a pending order and/or change its status."""
+def patch(
+    db: DAL, request: Request, order_id: str, *, max_body_bytes: int, max_payload_bytes: int
+) -> Response:
+    """``PATCH /api/orders/<order_id>``: edit a pending order and/or change its status (422,
+    nothing written, when an event would be over ``max_payload_bytes``)."""
     changes = order_rules.parse_patch(json_object(request, max_body_bytes))
-    order = orders.apply_patch(db, order_id, changes)
+    order = orders.apply_patch(db, order_id, changes, max_payload_bytes=max_payload_bytes)
     db.commit()
     return json_response(200, order)

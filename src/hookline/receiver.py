@@ -16,10 +16,18 @@ from pydal import DAL
 
 from hookline import inbound, inbox, order_rules, orders
 from hookline.database import driver_errors
-from hookline.errors import ClientError, Conflict, NotFound, RequestRefused, StaleWrite
+from hookline.errors import (
+    ClientError,
+    Conflict,
+    InvalidEvent,
+    NotFound,
+    RequestRefused,
+    StaleWrite,
+)
 from hookline.groupcommit import SOLO, BatchRunner, GroupCommitter
 from hookline.inbound import check_headers
 from hookline.order_rules import OrderChanges
+from hookline.outbox import MAX_PAYLOAD_BYTES
 from hookline.secretbox import SecretBox
 from hookline.sources import ORDERS_SOURCE, is_unsigned
 from hookline.sqlconn import SqlConn
@@ -69,7 +77,11 @@ class _Prepared:
 
 
 def _prepare(
-    request: Request, message_id: str | None, parsed: OrderChanges | ClientError, now: dt.datetime
+    request: Request,
+    message_id: str | None,
+    parsed: OrderChanges | ClientError,
+    now: dt.datetime,
+    max_payload_bytes: int,
 ) -> _Prepared:
     response = _SUCCESS_RESPONSE
     item = inbox.prepare_item(
@@ -77,7 +89,14 @@ def _prepare(
     )
     new_order = None
     if isinstance(parsed, OrderChanges) and parsed.order_id and parsed.product_name:
-        new_order = orders.prepare_insert(parsed, "webhook", now)
+        try:
+            new_order = orders.prepare_insert(
+                parsed, "webhook", now, max_payload_bytes=max_payload_bytes
+            )
+        except InvalidEvent:
+            # Refused in the transaction instead (``_process``), after the dedupe lookup, as
+            # every other refusal: a 422 that writes nothing.
+            new_order = None
     return _Prepared(response, item, new_order)
 
 
@@ -87,6 +106,7 @@ def _process(
     parsed: OrderChanges | ClientError,
     prepared: _Prepared,
     now: dt.datetime,
+    max_payload_bytes: int,
 ) -> Response:
     if message_id is not None:
         seen = inbox.find_answer(sql, ORDERS_SOURCE, message_id)
@@ -94,7 +114,9 @@ def _process(
             return seen
     if isinstance(parsed, ClientError):
         raise parsed
-    orders.upsert_from_webhook(sql, parsed, now=now, prepared=prepared.new_order)
+    orders.upsert_from_webhook(
+        sql, parsed, now=now, prepared=prepared.new_order, max_payload_bytes=max_payload_bytes
+    )
     inbox.insert_item(sql, prepared.item)
     return prepared.response
 
@@ -104,6 +126,7 @@ def receive_order_webhook(
     request: Request,
     *,
     max_body_bytes: int,
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES,
     box: SecretBox | None = None,
     now: dt.datetime | None = None,
 ) -> Response:
@@ -130,8 +153,10 @@ def receive_order_webhook(
         parsed = _parse(request)
         for attempt in range(_RACE_RETRIES):
             try:
-                prepared = _prepare(request, message_id, parsed, now)
-                response = _process(SqlConn.of(db), message_id, parsed, prepared, now)
+                prepared = _prepare(request, message_id, parsed, now, max_payload_bytes)
+                response = _process(
+                    SqlConn.of(db), message_id, parsed, prepared, now, max_payload_bytes
+                )
                 db.commit()
                 return response
             except races:
@@ -239,7 +264,15 @@ class GroupedOrder:
     thread and answers each over its socket.
     """
 
-    __slots__ = ("_max_body_bytes", "_message_id", "_now", "_parsed", "_request", "tries")
+    __slots__ = (
+        "_max_body_bytes",
+        "_max_payload_bytes",
+        "_message_id",
+        "_now",
+        "_parsed",
+        "_request",
+        "tries",
+    )
 
     def __init__(
         self,
@@ -248,11 +281,13 @@ class GroupedOrder:
         parsed: OrderChanges | ClientError,
         max_body_bytes: int,
         now: dt.datetime,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
     ) -> None:
         self._request = request
         self._message_id = message_id
         self._parsed = parsed
         self._max_body_bytes = max_body_bytes
+        self._max_payload_bytes = max_payload_bytes
         self._now = now
         self.tries = 0
 
@@ -260,13 +295,14 @@ class GroupedOrder:
         """The next try: ``(unit, together)`` for ``GroupCommitter``."""
         self.tries += 1
         request, message_id, parsed, now = self._request, self._message_id, self._parsed, self._now
-        max_body_bytes = self._max_body_bytes
-        prepared = _prepare(request, message_id, parsed, now)  # fresh ids for each try
+        max_body_bytes, max_payload_bytes = self._max_body_bytes, self._max_payload_bytes
+        # Fresh ids for each try.
+        prepared = _prepare(request, message_id, parsed, now, max_payload_bytes)
 
         def unit(sql: SqlConn) -> Response | None:
             if not _admit_unsigned(sql, request, max_body_bytes):
                 return None
-            return _process(sql, message_id, parsed, prepared, now)
+            return _process(sql, message_id, parsed, prepared, now, max_payload_bytes)
 
         return unit, (
             _process_together,
@@ -293,7 +329,11 @@ class GroupedOrder:
 
 
 def start_grouped(
-    request: Request, *, max_body_bytes: int, now: dt.datetime | None = None
+    request: Request,
+    *,
+    max_body_bytes: int,
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+    now: dt.datetime | None = None,
 ) -> Response | GroupedOrder:
     """The checks that need no database (method, headers, parsing): an answer now, or the
     ``GroupedOrder`` to hand to a group committer."""
@@ -304,7 +344,9 @@ def start_grouped(
     except RequestRefused as error:
         return error_response(error)
     message_id = inbox.message_id_of(request)
-    return GroupedOrder(request, message_id, _parse(request), max_body_bytes, now or utcnow())
+    return GroupedOrder(
+        request, message_id, _parse(request), max_body_bytes, now or utcnow(), max_payload_bytes
+    )
 
 
 def receive_order_webhook_grouped(
@@ -312,6 +354,7 @@ def receive_order_webhook_grouped(
     request: Request,
     *,
     max_body_bytes: int,
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES,
     now: dt.datetime | None = None,
 ) -> Response | None:
     """``receive_order_webhook`` through the group committer: the same answers, and a 2xx
@@ -320,7 +363,9 @@ def receive_order_webhook_grouped(
     Returns ``None``, having written nothing, when the orders source verifies signatures: the
     caller then answers with ``receive_order_webhook`` and the secret box.
     """
-    order = start_grouped(request, max_body_bytes=max_body_bytes, now=now)
+    order = start_grouped(
+        request, max_body_bytes=max_body_bytes, max_payload_bytes=max_payload_bytes, now=now
+    )
     if isinstance(order, Response):
         return order
     while True:

@@ -335,6 +335,7 @@ class Worker:
             capacity=INBOX_BATCH,
             lease_s=float(self.settings.lease_seconds),
             floor=self._inbox_floor,
+            max_payload_bytes=self.settings.max_payload_bytes,
         )
         if messages:
             counts = await self._on_db(

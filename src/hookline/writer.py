@@ -32,6 +32,7 @@ from typing import Any
 from hookline import receiver
 from hookline.config import Settings
 from hookline.groupcommit import GroupCommitter, committer_for
+from hookline.outbox import MAX_PAYLOAD_BYTES
 from hookline.timeutil import utcnow
 from hookline.webio import Response
 from hookline.writer_wire import (
@@ -68,12 +69,14 @@ class IngestWriter:
         path: Path,
         *,
         max_body_bytes: int,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         clock: Callable[[], Any] | None = None,
     ) -> None:
         """Listen on the Unix socket ``path``; ``clock`` (tests) gives each request's time."""
         self.committer = committer
         self.path = path
         self.max_body_bytes = max_body_bytes
+        self.max_payload_bytes = max_payload_bytes
         self.clock = clock
         self._stop = threading.Event()
         self._selector = selectors.DefaultSelector()
@@ -161,7 +164,10 @@ class IngestWriter:
                 return
             try:
                 started = receiver.start_grouped(
-                    request, max_body_bytes=self.max_body_bytes, now=now
+                    request,
+                    max_body_bytes=self.max_body_bytes,
+                    max_payload_bytes=self.max_payload_bytes,
+                    now=now,
                 )
             except Exception:  # a bug: this request fails alone, the writer carries on
                 log.exception("the ingest writer could not read a request")
@@ -227,7 +233,12 @@ class IngestWriter:
 
 def writer_for(settings: Settings, path: Path) -> IngestWriter:
     """An ``IngestWriter`` for ``settings``, listening on ``path``."""
-    return IngestWriter(committer_for(settings), path, max_body_bytes=settings.max_body_bytes)
+    return IngestWriter(
+        committer_for(settings),
+        path,
+        max_body_bytes=settings.max_body_bytes,
+        max_payload_bytes=settings.max_payload_bytes,
+    )
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from hookline.config import Settings, default_web_workers, normalise_database_url
 from hookline.errors import ConfigError
+from hookline.outbox import MAX_PAYLOAD_BYTES
 
 
 @pytest.fixture
@@ -31,6 +32,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert settings.web_workers == max(1, min((os.cpu_count() or 1) - 1, 8))  # one for the writer
     assert settings.web_threads == 64
     assert settings.max_body_bytes == 1024 * 1024
+    assert settings.max_payload_bytes == MAX_PAYLOAD_BYTES == 256 * 1024
     assert settings.sqlite_synchronous == "FULL"
     assert settings.sqlite_busy_timeout_ms == 10_000
     assert settings.db_pool_size == 10
@@ -86,12 +88,14 @@ def test_blank_values_mean_default(data_dir: Path) -> None:
         "HOOKLINE_HOST": " ",
         "HOOKLINE_PORT": "",
         "HOOKLINE_SQLITE_SYNCHRONOUS": " ",
+        "HOOKLINE_MAX_PAYLOAD_BYTES": "  ",
     }
     settings = Settings.from_env(env)
     assert settings.database_url == f"sqlite://{data_dir / 'hookline.sqlite'}"
     assert settings.host == "127.0.0.1"
     assert settings.port == 8000
     assert settings.sqlite_synchronous == "FULL"
+    assert settings.max_payload_bytes == MAX_PAYLOAD_BYTES
 
 
 @pytest.mark.parametrize(
@@ -144,6 +148,11 @@ def test_relative_data_dir_is_resolved(monkeypatch: pytest.MonkeyPatch, tmp_path
         ("HOOKLINE_WEB_THREADS", "256", "web_threads", 256),
         ("HOOKLINE_MAX_BODY_BYTES", "1", "max_body_bytes", 1),
         ("HOOKLINE_MAX_BODY_BYTES", str(1 << 30), "max_body_bytes", 1 << 30),
+        ("HOOKLINE_MAX_PAYLOAD_BYTES", "", "max_payload_bytes", 262_144),
+        ("HOOKLINE_MAX_PAYLOAD_BYTES", "1024", "max_payload_bytes", 1024),
+        ("HOOKLINE_MAX_PAYLOAD_BYTES", " 65536 ", "max_payload_bytes", 65_536),
+        ("HOOKLINE_MAX_PAYLOAD_BYTES", "262144", "max_payload_bytes", 262_144),
+        ("HOOKLINE_MAX_PAYLOAD_BYTES", "16777216", "max_payload_bytes", 16 * 1024 * 1024),
         ("HOOKLINE_SQLITE_BUSY_TIMEOUT_MS", "0", "sqlite_busy_timeout_ms", 0),
         ("HOOKLINE_DB_POOL_SIZE", "0", "db_pool_size", 0),
         ("HOOKLINE_SQLITE_SYNCHRONOUS", "normal", "sqlite_synchronous", "NORMAL"),
@@ -182,6 +191,14 @@ def test_valid_values(
         ("HOOKLINE_WEB_THREADS", "257", "between 1 and 256"),
         ("HOOKLINE_MAX_BODY_BYTES", "0", "between"),
         ("HOOKLINE_MAX_BODY_BYTES", str((1 << 30) + 1), "between"),
+        ("HOOKLINE_MAX_PAYLOAD_BYTES", "1023", "between 1024 and 16777216"),
+        ("HOOKLINE_MAX_PAYLOAD_BYTES", "0", "between 1024 and 16777216"),
+        ("HOOKLINE_MAX_PAYLOAD_BYTES", "16777217", "between 1024 and 16777216"),
+        ("HOOKLINE_MAX_PAYLOAD_BYTES", "-1", "whole number"),
+        ("HOOKLINE_MAX_PAYLOAD_BYTES", "256k", "whole number"),
+        ("HOOKLINE_MAX_PAYLOAD_BYTES", "262144.0", "whole number"),
+        ("HOOKLINE_MAX_PAYLOAD_BYTES", "1e6", "whole number"),
+        ("HOOKLINE_MAX_PAYLOAD_BYTES", "٢٥٦", "whole number"),
         ("HOOKLINE_SQLITE_BUSY_TIMEOUT_MS", "600001", "between"),
         ("HOOKLINE_DB_POOL_SIZE", "1001", "between"),
         ("HOOKLINE_DB_POOL_SIZE", "ten", "whole number"),

@@ -13,6 +13,7 @@ from .common import api_context, api_key, committer, db
 from .settings import SETTINGS
 
 _LIMIT = SETTINGS.max_body_bytes
+_PAYLOAD_LIMIT = SETTINGS.max_payload_bytes  # the events an order change publishes
 # A source may allow larger bodies than the default; its own limit is checked after lookup.
 _BODY_CEILING = 64 * 1024 * 1024
 _ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
@@ -26,7 +27,9 @@ def webhook() -> bytes:
     except PayloadTooLarge as error:
         return answer(error_response(error))
     if committer is not None:
-        result = receiver.receive_order_webhook_grouped(committer, request, max_body_bytes=_LIMIT)
+        result = receiver.receive_order_webhook_grouped(
+            committer, request, max_body_bytes=_LIMIT, max_payload_bytes=_PAYLOAD_LIMIT
+        )
         if result is not None:
             return answer(result)
     return _verified_webhook(request)
@@ -37,7 +40,12 @@ def _verified_webhook(request: Request) -> bytes:
     # Per-request transaction through pydal: the orders source verifies signatures (or group
     # commit is off).
     return call_on(
-        receiver.receive_order_webhook, db, request, max_body_bytes=_LIMIT, box=api_context.box
+        receiver.receive_order_webhook,
+        db,
+        request,
+        max_body_bytes=_LIMIT,
+        max_payload_bytes=_PAYLOAD_LIMIT,
+        box=api_context.box,
     )
 
 
@@ -82,7 +90,9 @@ def get_api_orders() -> bytes:
 @action.uses(db, api_key)
 def post_api_orders() -> bytes:
     """Create an order."""
-    return call(orders_api.create, db, _LIMIT, max_body_bytes=_LIMIT)
+    return call(
+        orders_api.create, db, _LIMIT, max_body_bytes=_LIMIT, max_payload_bytes=_PAYLOAD_LIMIT
+    )
 
 
 @action("api/orders/<order_id>", method=["GET"])
@@ -96,7 +106,14 @@ def get_api_order(order_id: str) -> bytes:
 @action.uses(db, api_key)
 def patch_api_order(order_id: str) -> bytes:
     """Edit a pending order or change its status."""
-    return call(orders_api.patch, db, _LIMIT, order_id, max_body_bytes=_LIMIT)
+    return call(
+        orders_api.patch,
+        db,
+        _LIMIT,
+        order_id,
+        max_body_bytes=_LIMIT,
+        max_payload_bytes=_PAYLOAD_LIMIT,
+    )
 
 
 @action("api/endpoints", method=["GET"])

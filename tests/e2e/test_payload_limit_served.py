@@ -1,10 +1,11 @@
 """``HOOKLINE_MAX_PAYLOAD_BYTES`` lowered to 1 KiB on a real `hookline serve` (SQLite and
 PostgreSQL, worker off) and the CLI beside it.
 
-A change whose event would be over the limit is answered ``422`` naming the event's size and the
-limit (``errors: {"data": "too large"}``), and writes nothing: no order or order change, no
-event, no delivery, no endpoint change. The same change with an event under the limit passes.
-The CLI refuses the same way, with a non-zero exit.
+An order change whose event would be over the limit is answered ``422`` naming the event's size
+and the limit (``errors: {"data": "too large"}``), and writes nothing: no order or order change,
+no event, no delivery. The same change with an event under the limit passes. hookline's own
+events (``ping``, ``endpoint.disabled``) are published whatever the limit, from the API and the
+CLI.
 """
 
 from __future__ import annotations

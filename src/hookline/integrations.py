@@ -11,7 +11,7 @@ from __future__ import annotations
 from pydal import DAL
 
 from hookline import orders
-from hookline.errors import NotFound
+from hookline.errors import InvalidEvent, NotFound
 from hookline.handlers import InboxMessage, PermanentFailure, register
 from hookline.order_rules import OrderChanges
 
@@ -35,7 +35,8 @@ def mark_order_paid(db: DAL, message: InboxMessage) -> None:
     """Move the event's order to ``paid`` (a no-op when it is already paid or shipped).
 
     An order that does not exist yet is retried (it may be created after the payment); a
-    cancelled one cannot be paid, which is dead-lettered for a person to look at.
+    cancelled one cannot be paid, and an ``order.paid`` over the message's payload limit cannot
+    be published: both are dead-lettered for a person to look at.
     """
     order_id = _order_id(message)
     try:
@@ -46,9 +47,14 @@ def mark_order_paid(db: DAL, message: InboxMessage) -> None:
         return
     if order["status"] == "cancelled":
         raise PermanentFailure(f"order {order_id} is cancelled; the payment needs a refund")
-    orders.apply_patch(
-        db, order_id, OrderChanges(status="paid"), max_payload_bytes=message.max_payload_bytes
-    )
+    try:
+        orders.apply_patch(
+            db, order_id, OrderChanges(status="paid"), max_payload_bytes=message.max_payload_bytes
+        )
+    except InvalidEvent as refused:
+        # The same order makes the same event: retrying cannot help, raising the limit can
+        # (then ``hookline inbox replay``).
+        raise PermanentFailure(f"order.paid not published: {refused.message}") from None
 
 
 for _event in PAYMENT_EVENTS:

@@ -227,8 +227,9 @@ def test_the_worker_disabling_a_gone_endpoint_publishes_its_event_over_a_small_l
 
 
 def test_the_worker_hands_its_limit_to_the_stripe_handler(settings, db, other_db, box, subscriber):
-    """A received payment whose ``order.paid`` would be over the worker's limit is retried,
-    the order still pending; nothing of it is written."""
+    """A received payment whose ``order.paid`` would be over the worker's limit is
+    dead-lettered at once (the same order would make the same event on every retry), the order
+    still pending; nothing of it is written."""
     order_id = new_order(db, "hl-big", product_name="🫖" * 200)  # order.paid ~1.3 KiB
     stripe = {"name": "pay", "kind": "stripe", "secret": "whsec_limit-test-secret-0123456789"}
     sources.create_source(db, box, sources.parse_source(stripe, creating=True))
@@ -255,6 +256,7 @@ def test_the_worker_hands_its_limit_to_the_stripe_handler(settings, db, other_db
     assert orders.get_order(other_db, order_id)["status"] == "pending"
     assert written(other_db) == before
     item = other_db(other_db.hookline_inbox.inbox_id == "in_big").select().first()
-    assert item.status == "received"  # retried on the schedule
-    assert "InvalidEvent" in item.last_error
+    assert item.status == "failed"
+    assert item.attempts == 1
+    assert "order.paid not published" in item.last_error
     assert "the limit is 1024" in item.last_error

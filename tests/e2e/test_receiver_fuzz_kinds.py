@@ -25,19 +25,19 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
-from hypothesis import strategies as st
-from sinks import server_env
-from test_receiver_fuzz import (
+from fuzz_requests import (
     BODIES,
     CONTENT_TYPES,
     HEADER_VALUES,
     METHODS,
     TABLES,
     Target,
-    _send,
     exchange,
+    send_raw,
 )
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from sinks import server_env
 
 from hookline import signing
 from hookline.config import Settings
@@ -248,7 +248,7 @@ def test_the_fuzzer_reaches_a_2xx_for_every_kind(target, kind):
     body = json.dumps({"type": "fuzz.check", "kind": kind}).encode()
     headers = [("Content-Type", "application/json"), *sign(kind, body, f"fzk-check-{kind}")]
 
-    status, _headers, answer = _send(
+    status, _headers, answer = send_raw(
         target.server.port, "POST", f"/myapp/webhook/{source_name(kind)}", headers, body
     )
 

@@ -10,7 +10,7 @@ what ``test_inbound.py`` leaves out.
 - Header limits (100 headers, 16 KiB of them) on the seed's ``/myapp/webhook``, on both the
   per-request (verifying) path and the group-commit path the web processes use.
 
-Signing helpers, the request helper and the seed's helpers come from ``test_inbound.py``.
+Signing helpers, the request helper and the seed's helpers come from ``inbound_requests.py``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_inbound import (
+from inbound_requests import (
     FORM,
     JSON_CT,
     LIMIT,
@@ -40,7 +40,7 @@ from test_inbound import (
     seed_post,
     sign,
 )
-from test_inbound import (
+from inbound_requests import (
     add_source as add_test_source,
 )
 

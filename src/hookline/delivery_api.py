@@ -196,6 +196,10 @@ def replay_event(db: DAL, request: Request, ctx: ApiContext, event_id: str) -> R
     endpoint_id = _body(request, ctx, optional=True).get("endpoint_id")
     if endpoint_id is not None and not isinstance(endpoint_id, str):
         raise ValidationFailed("invalid endpoint_id", errors={"endpoint_id": "must be a string"})
+    if endpoint_id is not None and "\x00" in endpoint_id:  # no database takes one in a query
+        raise ValidationFailed(
+            "invalid endpoint_id", errors={"endpoint_id": "must not contain NUL"}
+        )
     created = operations.replay_event(db, event_id, endpoint_id=endpoint_id)
     db.commit()
     return json_response(202, {"event_id": event_id, "deliveries": created})

@@ -95,6 +95,9 @@ def _number(raw: Any, name: str, low: float, high: float, errors: dict[str, str]
     except ValueError:
         errors[name] = "must be a number"
         return None
+    except OverflowError:  # an integer beyond any float (JSON allows 4300 digits)
+        errors[name] = f"must be between {low:g} and {high:g}"
+        return None
     if not math.isfinite(value) or not low <= value <= high:
         errors[name] = f"must be between {low:g} and {high:g}"
         return None

@@ -90,11 +90,12 @@ def _int(raw: Any, name: str, low: int, high: int, errors: dict[str, str]) -> in
     ):
         errors[name] = "must be a whole number"
         return None
-    value = int(text)
-    if not low <= value <= high:
+    # More digits than ``high`` has is out of range: int() refuses over 4300 of them.
+    digits = text.lstrip("0") or "0"
+    if len(digits) > len(str(high)) or not low <= int(digits) <= high:
         errors[name] = f"must be between {low} and {high}"
         return None
-    return value
+    return int(digits)
 
 
 _PUBLIC_KEYS_ONLY_STANDARD = "only a standard source verifies ed25519 (v1a) signatures"

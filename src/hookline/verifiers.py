@@ -65,6 +65,11 @@ class HmacScheme:
     id_header: str | None = None
 
     def __post_init__(self) -> None:
+        # Decoded JSON may hold any type: a stored non-text prefix or id header would fail every
+        # request to the source.
+        text = (self.header, self.algorithm, self.encoding, self.prefix)
+        if not all(isinstance(v, str) for v in text) or not isinstance(self.id_header, str | None):
+            raise ConfigError("hmac header, algorithm, encoding, prefix and id header are text")
         if self.algorithm not in _ALGORITHMS:
             raise ConfigError(f"hmac algorithm must be sha256 or sha512, not {self.algorithm!r}")
         if self.encoding not in ("hex", "base64"):

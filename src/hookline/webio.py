@@ -357,6 +357,10 @@ def query_one(request: Request, name: str) -> str | None:
         raise ValidationFailed(
             f"{name} given more than once", errors={name: "given more than once"}
         )
+    if "\x00" in values[0]:  # nothing stored has one, and no database takes one in a query
+        raise ValidationFailed(
+            f"{name} contains a NUL character", errors={name: "must not contain NUL (%00)"}
+        )
     return values[0]
 
 
@@ -365,12 +369,18 @@ def query_int(request: Request, name: str, low: int, high: int) -> int | None:
     raw = query_one(request, name)
     if raw is None:
         return None
-    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+    # More digits than ``high`` has is out of range: int() refuses over 4300 of them.
+    digits = raw.lstrip("0") or "0"
+    if (
+        not (raw.isascii() and raw.isdigit())
+        or len(digits) > len(str(high))
+        or not low <= int(digits) <= high
+    ):
         raise ValidationFailed(
             f"{name} must be a whole number from {low} to {high}",
             errors={name: f"must be a whole number from {low} to {high}"},
         )
-    return int(raw)
+    return int(digits)
 
 
 def query_time(request: Request, name: str) -> dt.datetime | None:

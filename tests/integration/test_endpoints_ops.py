@@ -389,6 +389,9 @@ def test_list_endpoints_oldest_first_without_secrets(db, box):
         ({"url": "https://example.com", "retry_schedule": "0,-5s"}, NETWORK, "retry_schedule"),
         ({"url": "https://example.com", "retry_schedule": ""}, NETWORK, "retry_schedule"),
         ({"url": "https://example.com", "timeout_s": 0}, NETWORK, "timeout_s"),
+        ({"url": "https://example.com", "timeout_s": 10**400}, NETWORK, "timeout_s"),  # no float
+        ({"url": "https://example.com", "max_in_flight": -(10**400)}, NETWORK, "max_in_flight"),
+        ({"url": "https://example.com", "rate_limit": 10**400}, NETWORK, "rate_limit"),
         ({"url": "https://example.com", "max_in_flight": 1.5}, NETWORK, "max_in_flight"),
         ({"url": "https://example.com", "rate_limit": "fast"}, NETWORK, "rate_limit"),
         ({"url": "https://example.com", "fifo": "yes"}, NETWORK, "fifo"),

@@ -631,6 +631,22 @@ def test_hmac_without_an_id_header_has_no_message_id():
     assert verify_hmac(headers, BODY, secrets=[PLAIN_NEW], scheme=HmacScheme()) == Verified()
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"header": 5},
+        {"prefix": 5},
+        {"id_header": {"a": 1}},
+        {"algorithm": ["sha256"]},
+        {"encoding": None},
+    ],
+)
+def test_hmac_scheme_fields_are_text(fields):
+    # From a JSON body: a non-text prefix or id header stored would fail every request.
+    with pytest.raises(ConfigError):
+        HmacScheme(**fields)
+
+
 def test_hmac_header_name_is_matched_case_insensitively():
     scheme = HmacScheme(header="X-Signature")
     headers = hmac_default_headers([PLAIN_NEW], BODY)

@@ -30,6 +30,8 @@ from hookline.webio import (
     parse_content_type,
     parse_fields,
     parse_json,
+    query_int,
+    query_one,
     redacted_headers,
     text_response,
 )
@@ -438,6 +440,53 @@ def test_request_header_lookup_is_case_insensitive() -> None:
     assert request.header("missing", "dflt") == "dflt"
     assert request.path == "/myapp/webhook"
     assert request.body == b"a=1"
+
+
+# --- query parameters ----------------------------------------------------------------------
+
+
+def _query(query_string: str) -> Request:
+    return Request.build("GET", "/myapp/api/orders", query_string=query_string)
+
+
+@pytest.mark.parametrize(
+    ("query_string", "expected"),
+    [
+        ("", None),
+        ("limit=1", 1),
+        ("limit=200", 200),
+        ("limit=0050", 50),
+        ("limit=" + "0" * 5000 + "7", 7),
+    ],
+)
+def test_query_int(query_string: str, expected: int | None) -> None:
+    assert query_int(_query(query_string), "limit", 1, 200) == expected
+
+
+# "1" * 5000: more digits than int() converts, which raised ValueError (a 500).
+@pytest.mark.parametrize(
+    "value", ["0", "201", "-1", "+5", "1.5", "", "\u0663", "1" * 5000, "9" * 25]
+)
+def test_query_int_refuses_naming_the_parameter(value: str) -> None:
+    query_string = urllib.parse.urlencode({"limit": value})
+    with pytest.raises(ValidationFailed) as refused:
+        query_int(_query(query_string), "limit", 1, 200)
+    assert refused.value.errors == {"limit": "must be a whole number from 1 to 200"}
+
+
+# A NUL reached the database, whose driver refused the query (a 500 on both engines).
+@pytest.mark.parametrize(
+    ("query_string", "reason"),
+    [
+        ("source=%00", "must not contain NUL (%00)"),
+        ("source=a%00b", "must not contain NUL (%00)"),
+        ("source=a&source=b", "given more than once"),
+    ],
+)
+def test_query_one_refuses_nul_and_repeats(query_string: str, reason: str) -> None:
+    with pytest.raises(ValidationFailed) as refused:
+        query_one(_query(query_string), "source")
+    assert refused.value.errors == {"source": reason}
 
 
 # --- responses -----------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from fuzz_requests import send_raw
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sinks import server_env
@@ -138,30 +139,15 @@ class Target:
         """Send one request; a dropped connection fails the test (it is no answer)."""
         before = self.snapshot(key_use=key_use)
         try:
-            status, answer_headers, data = _send(self.server.port, method, path, headers, body)
+            status, answer_headers, data = send_raw(
+                self.server.port, method, path, headers or [], body
+            )
         except (OSError, http.client.HTTPException) as error:
             pytest.fail(f"connection error instead of an answer to {method} {path}: {error!r}")
         return Answer(status, answer_headers, data, before, self.snapshot(key_use=key_use))
 
     def auth(self) -> list[tuple[str, str]]:
         return [("Authorization", f"Bearer {self.key}")]
-
-
-def _send(
-    port: int, method: str, path: str, headers: list[tuple[str, str]] | None, body: bytes
-) -> tuple[int, dict[str, str], bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        conn.putrequest(method, path, skip_accept_encoding=True)
-        for name, value in headers or ():
-            conn.putheader(name, value)
-        conn.putheader("Content-Length", str(len(body)))
-        conn.endheaders(body or None)
-        response = conn.getresponse()
-        data = response.read()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, data
-    finally:
-        conn.close()
 
 
 @pytest.fixture(scope="module")

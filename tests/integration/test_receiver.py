@@ -11,7 +11,6 @@ input gets a clear 4xx with nothing written, never a 5xx or a crash, also under 
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime as dt
 import json
 import shutil
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from inbound_requests import raw_body
 
 from hookline import endpoints, orders, secretbox
 from hookline.database import connect
@@ -140,17 +140,6 @@ def _event_types(db) -> list[str]:
     db.commit()
     rows = db(db.hookline_event).select(orderby=db.hookline_event.event_id)
     return [row.type for row in rows]
-
-
-def _raw_body(db, row_id: int) -> bytes:
-    """The inbox body exactly as stored (pydal keeps blobs base64-encoded)."""
-    sql = db(db.hookline_inbox.id == row_id)._select(db.hookline_inbox.body)
-    value = db.executesql(sql)[0][0]
-    if isinstance(value, memoryview):
-        value = value.tobytes()
-    if isinstance(value, str):
-        value = value.encode("ascii")
-    return base64.b64decode(value)
 
 
 def _assert_success(response: Response) -> None:
@@ -281,7 +270,7 @@ def test_request_is_stored_raw_with_credentials_redacted(db, other_db):
     assert row.received_at == NOW
     assert row.processed_at == NOW
     assert row.inbox_id.startswith("msg_")
-    assert _raw_body(other_db, row.id) == body
+    assert raw_body(other_db, row.id) == body
 
     headers = dict(json.loads(row.headers))
     assert headers["authorization"] == "[redacted]"
@@ -299,7 +288,7 @@ def test_inbox_body_keeps_the_exact_bytes(db, other_db):
     _assert_success(_post(db, body, "application/json"))
     other_db.commit()
     row = other_db(other_db.hookline_inbox).select().first()
-    assert _raw_body(other_db, row.id) == body
+    assert raw_body(other_db, row.id) == body
 
 
 # --- idempotency ------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hookline.digits import read_digits
 from hookline.errors import ConfigError
 
 __all__ = ["SETTINGS_HELP", "Settings", "default_web_workers", "normalise_database_url"]
@@ -81,9 +82,10 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
         return default
     if not raw.isascii() or not raw.isdigit():
         raise ConfigError(f"{name} must be a whole number, got {raw!r}")
-    value = int(raw)
-    if not low <= value <= high:
-        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+    value = read_digits(raw, high)
+    if value is None or not low <= value <= high:
+        shown = value if value is not None else f"a number of {len(raw)} digits"
+        raise ConfigError(f"{name} must be between {low} and {high}, got {shown}")
     return value
 
 

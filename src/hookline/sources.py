@@ -19,6 +19,7 @@ from typing import Any
 from pydal import DAL
 
 from hookline import signing
+from hookline.digits import read_digits
 from hookline.errors import ConfigError, Conflict, NotFound, ValidationFailed
 from hookline.ids import new_id
 from hookline.secretbox import SecretBox
@@ -90,12 +91,11 @@ def _int(raw: Any, name: str, low: int, high: int, errors: dict[str, str]) -> in
     ):
         errors[name] = "must be a whole number"
         return None
-    # More digits than ``high`` has is out of range: int() refuses over 4300 of them.
-    digits = text.lstrip("0") or "0"
-    if len(digits) > len(str(high)) or not low <= int(digits) <= high:
+    value = read_digits(text, high)
+    if value is None or not low <= value <= high:
         errors[name] = f"must be between {low} and {high}"
         return None
-    return int(digits)
+    return value
 
 
 _PUBLIC_KEYS_ONLY_STANDARD = "only a standard source verifies ed25519 (v1a) signatures"

@@ -18,6 +18,7 @@ from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any
 
+from hookline.digits import read_digits
 from hookline.errors import (
     BadRequest,
     ClientError,
@@ -369,18 +370,13 @@ def query_int(request: Request, name: str, low: int, high: int) -> int | None:
     raw = query_one(request, name)
     if raw is None:
         return None
-    # More digits than ``high`` has is out of range: int() refuses over 4300 of them.
-    digits = raw.lstrip("0") or "0"
-    if (
-        not (raw.isascii() and raw.isdigit())
-        or len(digits) > len(str(high))
-        or not low <= int(digits) <= high
-    ):
+    value = read_digits(raw, high) if raw.isascii() and raw.isdigit() else None
+    if value is None or not low <= value <= high:
         raise ValidationFailed(
             f"{name} must be a whole number from {low} to {high}",
             errors={name: f"must be a whole number from {low} to {high}"},
         )
-    return int(digits)
+    return value
 
 
 def query_time(request: Request, name: str) -> dt.datetime | None:

@@ -186,6 +186,8 @@ def test_valid_values(
         ("HOOKLINE_PORT", "0", "between 1 and 65535"),
         ("HOOKLINE_PORT", "65536", "between 1 and 65535"),
         ("HOOKLINE_PORT", "-1", "whole number"),
+        ("HOOKLINE_PORT", "9" * 5000, "between 1 and 65535, got a number of 5000 digits"),
+        ("HOOKLINE_PORT", "0" * 5000 + "8080" + "0", "between 1 and 65535, got 80800"),
         ("HOOKLINE_WEB_WORKERS", "0", "between 1 and 64"),
         ("HOOKLINE_WEB_WORKERS", "65", "between 1 and 64"),
         ("HOOKLINE_WEB_THREADS", "257", "between 1 and 256"),
